@@ -1,0 +1,43 @@
+# Two commands do all the setup on a fresh clone: `make demo` and `make test`.
+# Each creates .venv (Python 3.11) and installs tradeflow with its dev extra first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lab fetch backtest paper bench clean help
+
+help:
+	@echo "make setup   create .venv and install tradeflow[dev]"
+	@echo "make demo    run the demo notebooks on the simulated market (outputs in data/runs/)"
+	@echo "make test    run the test suite"
+	@echo "make lab     start JupyterLab"
+	@echo "make fetch   fetch a month of simulated NIFTY/BANKNIFTY 1m bars into parquet/"
+	@echo "make bench   print the store benchmarks"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "tradeflow needs Python 3.11+, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tradeflow demo -p params/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+fetch: $(STAMP)
+	$(BIN)/tradeflow fetch --source sim --symbol NIFTY --symbol BANKNIFTY --timeframe 1m --start 2024-01-01 --end 2024-01-31
+
+bench: $(STAMP)
+	$(BIN)/python bench/store.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

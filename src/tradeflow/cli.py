@@ -1,0 +1,243 @@
+"""The ``tradeflow`` command: thin typer commands over the library; no logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .errors import TradeflowError
+
+app = typer.Typer(
+    help="tradeflow: candle store, backtests and trading for Indian markets. Paper and the simulated market by default.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DEMO_NOTEBOOKS = ("10_history",)
+"""Notebooks ``tradeflow demo`` runs, in order (later issues add theirs)."""
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+        force=True,
+    )
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    return typer.Exit(code=2)
+
+
+def _frame_table(frame, title: str, limit: int = 20) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("ts (IST)")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    rows = frame if len(frame) <= limit else frame.iloc[list(range(limit // 2)) + list(range(-limit // 2, 0))]
+    for i, (ts, row) in enumerate(rows.iterrows()):
+        if len(frame) > limit and i == limit // 2:
+            table.add_row("…", *["…"] * len(frame.columns))
+        table.add_row(str(ts), *[f"{v:,.2f}" if v == v else "" for v in row.to_numpy()])
+    return table
+
+
+@app.command("import-csv")
+def import_csv_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV file of candles.")],
+    symbol: Annotated[str, typer.Option(help="Symbol to store the candles under, e.g. NIFTY.")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe of the file's bars: 1m, 15m, 1d, …")] = "1m",
+    col: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Column name for a role, e.g. --col close=LTP --col timestamp=Time (roles: open high low close volume oi timestamp date time)."),
+    ] = None,
+    time_format: Annotated[
+        str, typer.Option("--format", help="auto, iso, epoch (seconds), epoch_ms, or a strftime pattern such as '%d-%m-%Y %H:%M'.")
+    ] = "auto",
+    time_col_format: Annotated[Optional[str], typer.Option("--time-format", help="strftime pattern of a separate time column, e.g. %H:%M.")] = None,
+    tz: Annotated[str, typer.Option(help="Zone of naive timestamps: Asia/Kolkata (IST) or UTC.")] = "Asia/Kolkata",
+    no_header: Annotated[bool, typer.Option("--no-header", help="The file has no header row; give --names.")] = False,
+    names: Annotated[Optional[str], typer.Option(help="Comma-separated column names for a file without a header.")] = None,
+    delimiter: Annotated[str, typer.Option(help="Field delimiter.")] = ",",
+) -> None:
+    """Import a candle CSV into the store. A malformed file is refused whole, naming line and column."""
+    from .csvimport import CsvFormat, import_csv
+
+    try:
+        columns = {}
+        for item in col or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise TradeflowError(f"--col {item!r}: write it as ROLE=NAME, e.g. --col close=LTP")
+            columns[key.strip().lower()] = value.strip()
+        fmt = CsvFormat(
+            columns=columns,
+            format=time_format,
+            time_format=time_col_format,
+            tz=tz,
+            header=not no_header,
+            names=[n.strip() for n in names.split(",")] if names else None,
+            delimiter=delimiter,
+        )
+        result = import_csv(file, symbol, timeframe, fmt=fmt)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"imported {file}: {result.inserted} new bar(s), {result.updated} replaced, into {symbol.upper()} {timeframe}")
+
+
+@app.command()
+def fetch(
+    symbol: Annotated[list[str], typer.Option("--symbol", "-s", help="Symbol(s) to fetch; repeat for several.")],
+    source: Annotated[Optional[str], typer.Option(help="Data source (default: sim, the simulated market).")] = None,
+    timeframe: Annotated[str, typer.Option(help="Timeframe to fetch (sim gives 1m).")] = "1m",
+    start: Annotated[Optional[str], typer.Option(help="First date, e.g. 2024-01-01 (default: 30 days ago).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last date, inclusive (default: today).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")] = False,
+) -> None:
+    """Fill the store from a source; only what is missing is fetched, and an interrupted run resumes."""
+    from .ingest import fetch as do_fetch
+    from .store import CandleStore
+
+    store = CandleStore()
+    try:
+        for sym in symbol:
+            res = do_fetch(sym, timeframe, start, end, source=source, store=store, progress=not no_progress)
+            if res.up_to_date:
+                out.print(f"{res.symbol} {res.timeframe} from {res.source}: already up to date")
+            else:
+                out.print(f"{res.symbol} {res.timeframe} from {res.source}: {res.bars} bar(s) in {res.windows} window(s), {res.inserted} new")
+            report = store.gaps(sym, timeframe, start, end)
+            out.print(str(report), highlight=False)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: what was fetched is stored; run the same command again to resume")
+        raise typer.Exit(code=130) from None
+
+
+@app.command()
+def candles(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. NIFTY.")],
+    timeframe: Annotated[str, typer.Option(help="1m, 5m, 15m, 75m, 1h, 1d, …")] = "15m",
+    start: Annotated[Optional[str], typer.Option(help="First date or time (IST).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last date or time (IST), inclusive.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write to FILE.csv or FILE.parquet instead of printing.")] = None,
+) -> None:
+    """Print or write candles from the store, built from 1m bars where needed."""
+    from .store import CandleStore
+
+    try:
+        frame = CandleStore().candles(symbol, timeframe, start, end)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    if out_file is not None:
+        suffix = out_file.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise _fail(TradeflowError(f"--out {out_file}: use a .csv or .parquet file name"))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out_file) if suffix == ".csv" else frame.to_parquet(out_file)
+        out.print(f"wrote {len(frame)} bar(s) to {out_file}")
+        return
+    if frame.empty:
+        err.print(f"no {timeframe} bars for {symbol.upper()} in that range: run `tradeflow fetch --symbol {symbol.upper()}` or `tradeflow import-csv`")
+        raise typer.Exit(code=1)
+    out.print(_frame_table(frame, f"{symbol.upper()} {timeframe} — {len(frame)} bar(s)"))
+
+
+@app.command()
+def gaps(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. NIFTY.")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe to check.")] = "1m",
+    start: Annotated[Optional[str], typer.Option(help="First date (IST).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last date (IST), inclusive.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the details to this CSV.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 when a problem is found (for scripts).")] = False,
+) -> None:
+    """Data-quality report against the NSE calendar: missing sessions and bars, odd hours, duplicates, bad OHLC."""
+    import pandas as pd
+
+    from .store import CandleStore
+
+    try:
+        report = CandleStore().gaps(symbol, timeframe, start, end)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(str(report), highlight=False)
+    if len(report.missing_bars):
+        out.print(_plain_table(report.missing_bars.head(20), "missing bars (first 20 runs)"))
+    if len(report.ohlc_inconsistent):
+        out.print(_plain_table(report.ohlc_inconsistent.head(20), "OHLC inconsistencies (first 20)"))
+    if out_file is not None:
+        parts = [
+            report.missing_bars.assign(check="missing bars"),
+            pd.DataFrame({"session": report.missing_sessions}).assign(check="missing session"),
+            report.outside_hours.assign(check="outside session hours"),
+            report.duplicates.assign(check="duplicate"),
+            report.non_monotonic.assign(check="non-monotonic"),
+            report.ohlc_inconsistent.assign(check="OHLC"),
+        ]
+        pd.concat([p for p in parts if len(p)], ignore_index=True).to_csv(out_file, index=False)
+        out.print(f"details written to {out_file}")
+    if strict and not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _plain_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    return table
+
+
+@app.command()
+def run(
+    notebook: Annotated[Path, typer.Argument(help="Notebook to execute, e.g. notebooks/10_history.ipynb.")],
+    params: Annotated[Optional[Path], typer.Option("--params", "-p", help="YAML parameter file, e.g. params/demo.yaml.")] = None,
+    no_html: Annotated[bool, typer.Option("--no-html", help="Skip the HTML copy.")] = False,
+) -> None:
+    """Execute a notebook with papermill into data/runs/<date>/<name>-<time>.ipynb (and .html)."""
+    from .runner import run_notebook
+
+    try:
+        result = run_notebook(notebook, params, html=not no_html, progress=True)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"notebook: {result.notebook}")
+    if result.html:
+        out.print(f"html:     {result.html}")
+
+
+@app.command()
+def demo(
+    params: Annotated[Path, typer.Option("--params", "-p", help="Demo parameter set.")] = Path("params/demo.yaml"),
+    notebooks_dir: Annotated[Path, typer.Option(help="Folder of the notebooks.")] = Path("notebooks"),
+) -> None:
+    """Run the demo parameter set through the notebooks, on the simulated market."""
+    from .runner import run_notebook
+
+    try:
+        for stem in DEMO_NOTEBOOKS:
+            nb = notebooks_dir / f"{stem}.ipynb"
+            out.print(f"running {nb} …")
+            result = run_notebook(nb, params, progress=True)
+            out.print(f"  notebook: {result.notebook}\n  html:     {result.html}")
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print("[bold green]demo done[/] — open the HTML files above, or `make lab` to explore")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

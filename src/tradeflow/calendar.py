@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import warnings
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -48,7 +49,11 @@ _CLOSE_MINUTE = SESSION_CLOSE.hour * 60 + SESSION_CLOSE.minute  # 930
 
 @lru_cache(maxsize=1)
 def _calendar() -> xcals.ExchangeCalendar:
-    return xcals.get_calendar(_CALENDAR_NAME, start=_CALENDAR_START)
+    # exchange_calendars 4.13 trips a pandas 3.1 deprecation while building its schedule;
+    # it is theirs to fix and says nothing to our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray", category=DeprecationWarning)
+        return xcals.get_calendar(_CALENDAR_NAME, start=_CALENDAR_START)
 
 
 def calendar_bounds() -> tuple[dt.date, dt.date]:
@@ -131,7 +136,7 @@ def as_instant(value: "str | dt.date | dt.datetime | pd.Timestamp", *, end: bool
         text = value.strip()
         date_only = len(text) <= 10 and ":" not in text
     try:
-        ts = pd.Timestamp(value)
+        ts = pd.Timestamp(dt.datetime.fromisoformat(value.strip()) if isinstance(value, str) else value)
     except (ValueError, TypeError) as exc:
         raise CalendarError(f"cannot read {value!r} as a date or time: use e.g. 2024-01-31 or '2024-01-31 10:15'") from exc
     if ts is pd.NaT:

@@ -18,8 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEMO_NOTEBOOKS = ("10_history",)
 """Notebooks ``tradeflow demo`` runs, in order (later issues add theirs)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,8 +166,13 @@ def _read(path: Path, fmt: CsvFormat) -> pd.DataFrame:
                 f"{path.name}: a file without a header needs its column names (names=[...] or --names date,open,high,low,close)"
             )
         kwargs.update(header=None, names=list(fmt.names))
+    kwargs["index_col"] = False
     try:
-        raw = pd.read_csv(path, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, **kwargs)
+    except pd.errors.ParserWarning as exc:
+        raise DataValidationError(f"{path.name}: {_ragged_line(path, fmt)}; fix that row") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError(f"{path.name}: the file is empty") from exc
     except (pd.errors.ParserError, csv.Error, UnicodeDecodeError) as exc:
@@ -177,6 +183,21 @@ def _read(path: Path, fmt: CsvFormat) -> pd.DataFrame:
     if raw.empty:
         raise DataValidationError(f"{path.name}: no data rows")
     return raw
+
+
+def _ragged_line(path: Path, fmt: CsvFormat) -> str:
+    """Name the first row whose field count differs from the header's (pandas does not)."""
+    with open(path, newline="") as fh:
+        rows = csv.reader(fh, delimiter=fmt.delimiter)
+        width = len(fmt.names) if not fmt.header and fmt.names else None
+        for number, row in enumerate(rows, start=1):
+            if not row:
+                continue
+            if width is None:
+                width = len(row)
+            elif len(row) != width:
+                return f"line {number} has {len(row)} fields, the header has {width}"
+    return "rows have more fields than the header"
 
 
 def _resolve_columns(path: Path, available: list[str], fmt: CsvFormat) -> dict[str, str]:

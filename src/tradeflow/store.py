@@ -195,6 +195,7 @@ class CandleStore:
         data["year"] = years
         inserted = updated = 0
         with self._locked(f"{tf.name}-{sym}"):
+            _remove_stale_tmp(self._series_dir(sym, tf))
             staged: list[tuple[Path, Path]] = []
             try:
                 with _connect() as con:
@@ -202,7 +203,6 @@ class CandleStore:
                         part = data[data["year"] == year].drop(columns=["year"])
                         target = self._partition(sym, tf, int(year))
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        _remove_stale_tmp(target.parent)
                         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
                         ins, upd = _merge_partition(con, part, target, tmp)
                         staged.append((tmp, target))
@@ -257,7 +257,8 @@ class CandleStore:
         sym, tf = normalize_symbol(symbol), Timeframe.parse(timeframe)
         lo, hi = _range_us(start, end)
         exact = self._files(sym, tf, lo, hi)
-        base = self._files(sym, ONE_MINUTE, lo - _DAY_US, hi + _DAY_US) if tf != ONE_MINUTE else []
+        # A bucket and its 1m rows share one IST day, so the range's own years suffice.
+        base = self._files(sym, ONE_MINUTE, lo, hi) if tf != ONE_MINUTE else []
         if not exact and not base:
             log.info("no stored bars for %s %s in range", sym, tf)
             return _empty_frame()
@@ -340,11 +341,17 @@ class CandleStore:
 
 @contextlib.contextmanager
 def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private in-memory DuckDB connection; unreadable Parquet becomes a ``StoreError``."""
     con = duckdb.connect()
     # Instants are UTC whatever the machine's zone; TIMESTAMP -> TIMESTAMPTZ casts depend on it.
     con.execute("SET TimeZone = 'UTC'")
     try:
         yield con
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+        raise StoreError(
+            f"the store cannot read a partition file ({str(exc).splitlines()[0]}); restore it from a backup, "
+            "or delete that year's folder and fetch or import it again"
+        ) from exc
     finally:
         con.close()
 
@@ -474,27 +481,28 @@ def _prepare(frame: pd.DataFrame, tf: Timeframe) -> pd.DataFrame:
 def _frame_problems(values: pd.DataFrame, idx: pd.DatetimeIndex, tf: Timeframe) -> list[str]:
     problems: list[str] = []
 
-    def add(mask: np.ndarray, what: str) -> None:
+    def add(mask: np.ndarray, what: str, fix: str = "") -> None:
         if mask.any():
             where = idx[mask].tz_convert(IST)[:3]
             shown = ", ".join(str(t) for t in where)
             more = f" and {int(mask.sum()) - len(where)} more" if mask.sum() > len(where) else ""
-            problems.append(f"{what} at {shown}{more}")
+            problems.append(f"{what} at {shown}{more}" + (f"; {fix}" if fix else ""))
 
     ohlc = values[["open", "high", "low", "close"]]
     for col in ohlc.columns:
-        add(ohlc[col].isna().to_numpy(), f"{col} is missing (NaN); drop or fill those rows")
+        add(ohlc[col].isna().to_numpy(), f"{col} is missing (NaN)", "drop or fill those rows")
         add((ohlc[col] <= 0).to_numpy(), f"{col} is zero or negative")
     add((values["volume"] < 0).to_numpy(), "volume is negative")
     add((ohlc["high"] < ohlc["low"]).to_numpy(), "high is below low")
     add(idx.isna(), "timestamp is missing")
-    add(idx.duplicated(keep="first"), "duplicate bar start (keep one row per bar)")
+    add(idx.duplicated(keep="first"), "duplicate bar start", "keep one row per bar")
     if not tf.is_daily:
         local_min = ((idx.as_unit("us").asi8 + _IST_US) % _DAY_US) / (60 * _US) - _OPEN_MIN
         misaligned = (local_min % tf.minutes) != 0
         add(
             np.asarray(misaligned),
-            f"bar start not on the {tf} grid aligned to 09:15 IST (label bars by their start)",
+            f"bar start not on the {tf} grid aligned to 09:15 IST",
+            "label each bar by its start time",
         )
     return problems[:_PROBLEM_LIMIT]
 
@@ -542,7 +550,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_stale_tmp(folder: Path) -> None:
     """Delete temporary files left by a writer that died (we hold the series lock)."""
-    for stale in folder.glob(f".*{_TMP_SUFFIX}"):
+    for stale in folder.glob(f"year=*/.*{_TMP_SUFFIX}"):
         log.warning("removing %s left by an interrupted write", stale)
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()

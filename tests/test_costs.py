@@ -244,6 +244,16 @@ def test_order_charges_takes_one_date_for_all_orders_and_broadcasts():
     assert order_charges("equity_intraday", np.array([], dtype=int), np.array([]), np.array([]), on_dates=NEW).shape == (0,)
 
 
+def test_order_charges_uses_the_local_date_of_tz_aware_pandas_times():
+    import pandas as pd
+
+    # Midnight IST on 2024-10-01 is 2024-09-30 in UTC; the trade date is the IST one.
+    when = pd.Series(pd.to_datetime(["2024-10-01 00:00", "2024-09-30 15:29"]).tz_localize("Asia/Kolkata"))
+    got = order_charges("index_futures", np.array([1, -1]), np.array([24_000.0, 24_100.0]), 75, on_dates=when)
+    # the new-rate buy leg (98.47) and the old-rate sell leg (292.20) of the futures examples
+    np.testing.assert_allclose(got, [98.47, 292.20])
+
+
 # --------------------------------------------------------------------------- errors
 
 

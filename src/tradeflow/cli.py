@@ -18,10 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if Console(stderr=True).is_terminal else 200)
 
-DEMO_NOTEBOOKS = ("10_history",)
+DEMO_NOTEBOOKS = ("10_history", "20_backtest")
 """Notebooks ``tradeflow demo`` runs, in order (later issues add theirs)."""
 
 
@@ -200,6 +200,40 @@ def _plain_table(frame, title: str) -> Table:
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     return table
+
+
+def _research(params: Path, kind: str, out_dir: Optional[Path]) -> None:
+    from .research import load_config, run_job
+
+    try:
+        job = run_job(load_config(params), kind=kind, out=out_dir)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(job["result"].summary(), highlight=False)
+    if job["sweep"] is not None:
+        table = job["sweep"].table.drop(columns=["params"]).head(10)
+        out.print(_plain_table(table.round(4), f"sweep: top 10 by {job['sweep'].metric}"))
+    if job["walk_forward"] is not None:
+        out.print(_plain_table(job["walk_forward"].windows.round(4), "walk-forward windows"))
+    out.print(f"results: {job['out']}\nreport:  {job['report']}")
+
+
+@app.command()
+def backtest(
+    params: Annotated[Path, typer.Option("--params", "-p", help="Job file, e.g. params/backtest_nifty.yaml.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the results.")] = None,
+) -> None:
+    """Backtest the strategy of a job file; writes trades.csv, metrics.json and report.html."""
+    _research(params, "backtest", out_dir)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    params: Annotated[Path, typer.Option("--params", "-p", help="Job file with a `sweep: grid:` section.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the results.")] = None,
+) -> None:
+    """Sweep a parameter grid (local or Dask) and walk forward if configured; writes sweep.csv too."""
+    _research(params, "sweep", out_dir)
 
 
 @app.command()

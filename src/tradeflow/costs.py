@@ -472,7 +472,8 @@ def order_charges(
     """Total charges per order for a batch of orders, for backtests; equals ``charges(...).total``.
 
     ``sides`` holds +1 for buys and -1 for sells; ``on_dates`` is an array of ``datetime64[D]``
-    (any datetime64 unit is floored to the day) or one date for all orders. Arrays broadcast
+    (any datetime64 unit is floored to the day; tz-aware pandas times count by their local
+    date) or one date for all orders. Arrays broadcast
     against each other, and the result has their common shape.
     """
     seg = _segment(segment)
@@ -487,6 +488,9 @@ def order_charges(
     if isinstance(on_dates, (dt.date, str, np.datetime64)):
         day_arr = np.asarray(_day(on_dates))
     else:
+        if getattr(getattr(on_dates, "dtype", None), "tz", None) is not None:
+            # tz-aware pandas times: the trade date is the local (IST) date, not the UTC one
+            on_dates = getattr(on_dates, "dt", on_dates).tz_localize(None)
         try:
             day_arr = np.asarray(on_dates).astype("datetime64[D]")
         except (TypeError, ValueError) as e:

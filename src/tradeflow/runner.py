@@ -24,7 +24,7 @@ import yaml
 from .calendar import IST
 from .errors import ParameterError
 
-__all__ = ["RunResult", "load_parameters", "run_notebook", "notebook_parameters"]
+__all__ = ["RunResult", "load_parameters", "run_notebook", "notebook_parameters", "run_output_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +122,39 @@ def run_notebook(
         n += 1
         out = out_dir / f"{nb.stem}-{now.strftime('%H%M%S')}-{n}.ipynb"
     log.info("running %s -> %s", nb, out)
-    env_before = os.environ.get("TRADEFLOW_HOME")
-    os.environ.setdefault("TRADEFLOW_HOME", str(project_root()))
+    # The kernel inherits these: where the checkout is, and where this run's files go.
+    extra = {"TRADEFLOW_RUN_DIR": str(out.with_suffix("")) + "-files"}
+    if "TRADEFLOW_HOME" not in os.environ:
+        extra["TRADEFLOW_HOME"] = str(project_root())
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
     try:
         pm.execute_notebook(
             str(nb), str(out), parameters=params, cwd=str(cwd or nb.resolve().parent), progress_bar=progress, log_output=False
         )
     finally:
-        if env_before is None:
-            os.environ.pop("TRADEFLOW_HOME", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     html_path = _to_html(out) if html else None
     return RunResult(out, html_path, params)
+
+
+def run_output_dir(name: str = "notebook") -> Path:
+    """Where a notebook writes its files: beside its output notebook when run by ``run_notebook``,
+    else ``data/runs/<date>/<name>-<time>-files`` for an interactive session."""
+    from .config import settings
+
+    env = os.environ.get("TRADEFLOW_RUN_DIR")
+    if env:
+        path = Path(env)
+    else:
+        now = dt.datetime.now(tz=dt.timezone.utc).astimezone(_ist())
+        path = settings().runs_dir / now.strftime("%Y-%m-%d") / f"{name}-{now.strftime('%H%M%S')}-files"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _ist() -> dt.tzinfo:

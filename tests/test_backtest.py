@@ -64,7 +64,15 @@ def test_charges_and_pnl_add_up(result):
     assert trades["charges"].sum() == pytest.approx(float(pf.orders.fees.sum().iloc[0]), abs=0.05)
     assert trades["net_pnl"].sum() == pytest.approx(float(pf.total_profit().iloc[0]), abs=0.05)
     assert result.daily_pnl.sum() == pytest.approx(float(pf.total_profit().iloc[0]), abs=0.05)
-    assert result.equity.iloc[-1] - float(pf.init_cash.iloc[0]) == pytest.approx(result.daily_pnl.sum(), abs=0.05)
+    capital = 150 * result.candles["open"].iloc[0]  # no capital given: one position's notional
+    assert result.equity.iloc[-1] - capital == pytest.approx(result.daily_pnl.sum(), abs=0.05)
+    m = result.metrics()
+    assert m["net_pnl"] == pytest.approx(result.daily_pnl.sum(), abs=0.05)
+    assert m["total_return"] == pytest.approx(m["net_pnl"] / capital)
+    daily = result.daily_pnl.to_numpy() / capital
+    assert m["sharpe"] == pytest.approx(daily.mean() / daily.std(ddof=1) * np.sqrt(252))
+    equity = capital + np.cumsum(result.daily_pnl.to_numpy())
+    assert m["max_drawdown"] == pytest.approx((equity / np.maximum.accumulate(np.r_[capital, equity])[1:] - 1).min())
 
 
 def test_trade_count_and_reasons_match_signals(result):
@@ -104,8 +112,9 @@ def test_sweep_rows_equal_single_backtests(real_store, tmp_path):
     for row in table.head(3).itertuples():
         p = StrategyParams(**json.loads(row.params))
         single = run_backtest(real_store.candles("NIFTY", f"{p.timeframe}m"), p, EX)
-        assert row.net_pnl == pytest.approx(single.metrics()["net_pnl"], abs=1e-6)
-        assert row.trades == single.metrics()["trades"]
+        m = single.metrics()  # the full, uncompressed run
+        for name in bt.METRICS:
+            assert getattr(row, name) == pytest.approx(m[name], rel=1e-9, abs=1e-6), name
     assert res.best().model_dump() == StrategyParams(**json.loads(table.iloc[0]["params"])).model_dump()
 
 
@@ -166,3 +175,20 @@ def test_walk_forward(real_store):
 def test_empty_candles_refused():
     with pytest.raises(ParameterError, match="no candles"):
         run_backtest(pd.DataFrame(columns=["open", "high", "low", "close"]), PARAMS)
+
+
+def test_many_symbols(real_store, nifty_1m):
+    from tradeflow.backtest import backtest_symbols
+
+    # a second symbol: the same bars shifted up by 1,000 points
+    shifted = nifty_1m.loc["2024-01-01":"2024-01-31"] + 1000.0
+    real_store.upsert(shifted, "OTHER", "1m")
+    results = backtest_symbols(["NIFTY", "OTHER"], PARAMS, EX, start="2024-01-01", end="2024-01-31", store=real_store)
+    assert set(results) == {"NIFTY", "OTHER"}
+    a, b = results["NIFTY"].trades, results["OTHER"].trades
+    # SuperTrend and the point-based rules do not care about the level: the same trades, prices 1,000 higher
+    assert list(a["entry_time"]) == list(b["entry_time"]) and list(a["exit_reason"]) == list(b["exit_reason"])
+    np.testing.assert_allclose(b["entry_price"] - a["entry_price"], 1000.0)
+    table = sweep(["NIFTY", "OTHER"], {"st_period": [7, 10]}, start="2024-01-01", end="2024-01-31", store=real_store, base=PARAMS,
+                  execution=EX, progress=False, checkpoint_dir=real_store.root.parent / "ck-many").table
+    assert sorted(table["symbol"].unique()) == ["NIFTY", "OTHER"] and len(table) == 4

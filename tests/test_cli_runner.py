@@ -119,3 +119,69 @@ def test_notebooks_have_parameters_cell_and_no_outputs():
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{path} has outputs"
         first = "".join(nb["cells"][0]["source"])
         assert "google.colab" in first, f"{path}: the first cell installs the package on Colab"
+
+
+BACKTEST_NB = REPO / "notebooks" / "20_backtest.ipynb"
+
+
+def test_backtest_and_sweep_commands_write_results(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "symbol: NIFTY\nstart: 2024-02-01\nend: 2024-02-29\n"
+        "strategy: {timeframe: 15, stop_loss: 40, target: 80}\n"
+        "execution: {lot_size: 75}\n"
+        "sweep: {grid: {st_period: [7, 10], st_multiplier: [2.0, 3.0]}, metric: net_pnl}\n"
+        "walk_forward: {in_sample_days: 10, out_sample_days: 5}\n"
+    )
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["sweep", "-p", str(job), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "sweep: top 10 by net_pnl" in res.output and "walk-forward windows" in res.output
+    for name in ("trades.csv", "daily_pnl.csv", "metrics.json", "report.html", "sweep.csv", "walk_forward.csv"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    trades = pd.read_csv(out / "trades.csv")
+    assert metrics["metrics"]["trades"] == len(trades)
+    assert abs(metrics["metrics"]["net_pnl"] - trades["net_pnl"].sum()) < 0.05
+    assert len(pd.read_csv(out / "sweep.csv")) == 4
+    assert "SYNTHETIC" in (out / "report.html").read_text()
+
+
+def test_backtest_command_refuses_unknown_parameters(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("symbol: NIFTY\nstrategy: {timeframe: 15, stoploss: 40}\n")
+    res = runner.invoke(app, ["backtest", "-p", str(job)])
+    assert res.exit_code == 2 and "did you mean 'stop_loss'" in res.output
+    job.write_text("symbl: NIFTY\n")
+    res = runner.invoke(app, ["backtest", "-p", str(job)])
+    assert res.exit_code == 2 and "did you mean 'symbol'" in res.output
+
+
+def test_backtest_notebook_runs_with_papermill(tmp_path):
+    result = run_notebook(
+        BACKTEST_NB,
+        parameters={
+            "start": "2024-02-01", "end": "2024-02-29",
+            "strategy": {"timeframe": 15, "stop_loss": 40, "target": 80},
+            "sweep_grid": {"st_period": [7, 10], "st_multiplier": [2.0, 3.0]},
+            "walk_forward": {"in_sample_days": 10, "out_sample_days": 5},
+        },
+        runs_dir=tmp_path / "runs",
+    )
+    nb = json.loads(result.notebook.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
+    files = result.notebook.with_suffix("").parent / (result.notebook.stem + "-files")
+    assert (files / "report.html").exists() and (files / "trades.csv").exists()
+    assert "Sharpe" in result.notebook.read_text()
+
+
+def test_every_parameter_line_is_seen_by_papermill():
+    """papermill silently skips assignments it cannot parse (e.g. a '=' in a comment)."""
+    import papermill as pm
+
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        assigned = [line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if line and line[0].isalpha() and "=" in line]
+        assert sorted(pm.inspect_notebook(str(path))) == sorted(assigned), path

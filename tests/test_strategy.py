@@ -206,10 +206,10 @@ def test_stale_numba_cache_is_flushed_when_indicators_change(real_store):
     from tradeflow._numba_cache import guard_cache, source_stamp
 
     p = StrategyParams()
-    signals(real_store.candles("NIFTY", "5m", "2024-01-02", "2024-01-05"), p)  # compiled and cached
-    kernel = strat._run_nb
+    Stepper(p).warm_up(real_store.candles("NIFTY", "5m", "2024-01-02", "2024-01-05"))  # compiled and cached
+    kernel = strat._bar_step
     cache = kernel._cache
-    marker = next(iter(__import__("pathlib").Path(cache.cache_path).glob("tradeflow.strategy._run_nb.deps")))
+    marker = next(iter(__import__("pathlib").Path(cache.cache_path).glob("tradeflow.strategy._bar_step.deps")))
     assert marker.read_text() == source_stamp(ind)
     assert guard_cache([kernel], [ind]) is False  # unchanged: nothing flushed
     marker.write_text("stamp of an older indicators.py")

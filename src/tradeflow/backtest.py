@@ -11,6 +11,7 @@ same rupees as the trade list's charges (which it reports per leg exactly).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from .calendar import IST
 from .costs import Segment, order_charges
 from .errors import ParameterError
-from .strategy import StrategyParams, signals
+from .strategy import Bars, StrategyParams, decide, signals
 
 __all__ = [
     "Execution",
@@ -73,96 +74,198 @@ class Execution(BaseModel):
 
 @dataclass
 class _Orders:
-    """vectorbt inputs for one column, and our exact per-leg charges."""
+    """One column's fills, sparse: the bars they happen on, their direction, price and charges."""
 
+    n: int  # bars in the run
+    idx: np.ndarray  # fill bars (sorted): the bar after each decision
     long_entry: np.ndarray
     long_exit: np.ndarray
     short_entry: np.ndarray
     short_exit: np.ndarray
-    fees: np.ndarray
-    slippage: np.ndarray
+    price: np.ndarray  # fill price, slippage included
+    fees: np.ndarray  # fee fraction of the bar's order value (vectorbt's unit)
     entry_charge: np.ndarray
     exit_charge: np.ndarray
 
+    @property
+    def count(self) -> int:
+        return len(self.idx)
 
-def _orders(candles: pd.DataFrame, sig: pd.DataFrame, ex: Execution) -> _Orders:
-    """Shift decisions to their fill bars and price every leg's charges."""
-    n = len(candles)
-    open_ = candles["open"].to_numpy(dtype=np.float64)
-    pos = sig["position"].to_numpy()
-
-    def shifted(a: np.ndarray) -> np.ndarray:
-        out = np.zeros(n, dtype=bool)
-        out[1:] = a[:-1]
+    def dense(self, name: str, pos: np.ndarray, n_rows: int, fill: "float | bool | np.ndarray") -> np.ndarray:
+        """``name`` laid out on ``n_rows`` rows, this column's fills at positions ``pos``."""
+        values = getattr(self, name)
+        out = np.array(fill, copy=True) if isinstance(fill, np.ndarray) else np.full(n_rows, fill, dtype=values.dtype)
+        out[pos] = values
         return out
 
-    held = np.zeros(n, dtype=np.int8)
-    held[1:] = pos[:-1]  # position before the fills at bar j's open
-    exit_ = shifted(sig["exit"].to_numpy())
-    long_entry = shifted(sig["long_entry"].to_numpy())
-    short_entry = shifted(sig["short_entry"].to_numpy())
+    def at(self, name: str, bars_idx: np.ndarray) -> np.ndarray:
+        """``name`` at arbitrary bar indices (0 where this column has no fill)."""
+        values = getattr(self, name)
+        if not len(self.idx):
+            return np.zeros(len(bars_idx))
+        where = np.clip(np.searchsorted(self.idx, bars_idx), 0, len(self.idx) - 1)
+        return np.where(self.idx[where] == bars_idx, values[where], 0.0)
+
+
+def _orders(bars: Bars, entry: np.ndarray, reason: np.ndarray, position: np.ndarray, ex: Execution) -> _Orders:
+    """Move decisions to their fill bars (the next open), add slippage, price every leg's charges.
+
+    A decision on the last bar has no next bar and never fills.
+    """
+    n = len(bars)
+    decided = np.flatnonzero((entry != 0) | (reason > 0))
+    decided = decided[decided + 1 < n]
+    idx = decided + 1
+    held = position[decided]  # position during the decision bar = before the fill
+    exit_ = reason[decided] > 0
+    long_entry = entry[decided] > 0
+    short_entry = entry[decided] < 0
     long_exit = exit_ & (held > 0)
     short_exit = exit_ & (held < 0)
 
     slip = ex.slippage_ticks * ex.tick_size
+    buy = long_entry | short_exit  # a reversal's two legs go the same way
+    price = bars.open[idx] + np.where(buy, slip, -slip)
     qty = float(ex.quantity)
-    days = candles.index.tz_convert(IST).tz_localize(None).to_numpy().astype("datetime64[D]")
-    entry_charge = np.zeros(n)
-    exit_charge = np.zeros(n)
-    for mask, side, target in (
-        (long_entry, 1, entry_charge),
-        (short_entry, -1, entry_charge),
-        (long_exit, -1, exit_charge),
-        (short_exit, 1, exit_charge),
-    ):
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            price = open_[idx] + side * slip
-            target[idx] += order_charges(
-                ex.segment, np.full(len(idx), side), price, np.full(len(idx), qty), on_dates=days[idx], broker=ex.broker
-            )
-    legs = (long_entry | short_entry).astype(float) + (long_exit | short_exit).astype(float)
-    fill_price = np.where(long_entry | short_exit, open_ + slip, open_ - slip)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fees = np.where(legs > 0, (entry_charge + exit_charge) / (legs * qty * fill_price), 0.0)
-        slippage = np.where(legs > 0, slip / open_, 0.0)
-    return _Orders(long_entry, long_exit, short_entry, short_exit, fees, slippage, entry_charge, exit_charge)
+    days = bars.day[idx].astype("int64").astype("datetime64[D]")
+    first = _first_rate_day()
+    if len(days) and days[0] < first:
+        log.warning(
+            "charges for trades before %s use that date's rates: the rate table starts there "
+            "(stamp duty was set state by state before)", first,
+        )
+        days = np.maximum(days, first)
+    sides = np.where(buy, 1, -1)
+    entry_leg = long_entry | short_entry
+    exit_leg = long_exit | short_exit
+    entry_charge = np.zeros(len(idx))
+    exit_charge = np.zeros(len(idx))
+    if entry_leg.any():
+        entry_charge[entry_leg] = order_charges(
+            ex.segment, sides[entry_leg], price[entry_leg], np.full(int(entry_leg.sum()), qty),
+            on_dates=days[entry_leg], broker=ex.broker,
+        )
+    if exit_leg.any():
+        exit_charge[exit_leg] = order_charges(
+            ex.segment, sides[exit_leg], price[exit_leg], np.full(int(exit_leg.sum()), qty),
+            on_dates=days[exit_leg], broker=ex.broker,
+        )
+    legs = entry_leg.astype(float) + exit_leg.astype(float)
+    fees = (entry_charge + exit_charge) / (legs * qty * price) if len(idx) else np.zeros(0)
+    return _Orders(n, idx, long_entry, long_exit, short_entry, short_exit, price, fees, entry_charge, exit_charge)
+
+
+def _first_rate_day() -> np.datetime64:
+    from .costs import RATE_TABLE
+
+    return np.datetime64(min(row.effective_from for row in RATE_TABLE), "D")
 
 
 def _freq(params: StrategyParams) -> pd.Timedelta:
     return pd.Timedelta(minutes=params.timeframe)
 
 
-def _portfolio(candles: pd.DataFrame, orders: Sequence[_Orders], ex: Execution, freq: pd.Timedelta, columns: pd.Index):
+def _portfolio(bars: Bars, orders: Sequence[_Orders], ex: Execution, freq: pd.Timedelta, columns: pd.Index, *, compress: bool = False):
+    """One vectorbt portfolio, a column per order set; prices already carry the slippage.
+
+    Cash never limits an order (``init_cash="auto"``: vectorbt finds the cash each column
+    needed): Indian futures and options trade on margin, which vectorbt does not model, so
+    returns are measured on ``Execution.capital`` by ``_metrics`` instead.
+
+    ``compress=True`` (sweeps) simulates only the bars where some column fills, plus the
+    last bar: fixed-size orders make every trade, fee and P&L identical to the full run, at
+    a fraction of the cost; only the bar-by-bar equity curve is not kept. Returns the
+    portfolio and the bar index of each of its rows.
+    """
     import vectorbt as vbt
 
-    def stack(name: str) -> pd.DataFrame:
-        return pd.DataFrame(np.column_stack([getattr(o, name) for o in orders]), index=candles.index, columns=columns)
+    if compress:
+        rows = np.unique(np.concatenate([o.idx for o in orders] + [np.array([0, len(bars) - 1])])).astype(np.int64)
+    else:
+        rows = np.arange(len(bars))
+    n_rows = len(rows)
 
-    open_ = pd.DataFrame(
-        np.repeat(candles["open"].to_numpy(dtype=np.float64)[:, None], len(orders), axis=1), index=candles.index, columns=columns
-    )
-    close = open_.copy()
-    close[:] = np.repeat(candles["close"].to_numpy(dtype=np.float64)[:, None], len(orders), axis=1)
-    return vbt.Portfolio.from_signals(
+    def stack(name: str, fill) -> np.ndarray:
+        cols = []
+        for o in orders:
+            pos = np.searchsorted(rows, o.idx)
+            cols.append(o.dense(name, pos, n_rows, fill))
+        return np.column_stack(cols)
+
+    # vectorbt gets IST wall-clock times without a zone: it turns a tz-aware index into an
+    # object array on every wrap (seconds per call on 1M bars under pandas 3).
+    wall = bars.index[rows].tz_convert(IST).tz_localize(None)
+    close = pd.DataFrame(np.repeat(bars.close[rows][:, None], len(orders), axis=1), index=wall, columns=columns)
+    pf = vbt.Portfolio.from_signals(
         close,
-        entries=stack("long_entry"),
-        exits=stack("long_exit"),
-        short_entries=stack("short_entry"),
-        short_exits=stack("short_exit"),
-        price=open_,
+        entries=stack("long_entry", False),
+        exits=stack("long_exit", False),
+        short_entries=stack("short_entry", False),
+        short_exits=stack("short_exit", False),
+        price=stack("price", bars.open[rows]),
         size=float(ex.quantity),
-        fees=stack("fees"),
-        slippage=stack("slippage"),
-        init_cash=ex.capital if ex.capital is not None else "autoalign",
+        fees=stack("fees", 0.0),
+        init_cash="auto",
         upon_opposite_entry="reverse",
+        max_orders=max(1, sum(o.count for o in orders)),
+        max_logs=0,
         freq=freq,
     )
+    return pf, rows
 
 
 def _year_freq(tf: pd.Timedelta) -> pd.Timedelta:
     """Annualise by trading bars, not calendar time: 252 sessions × 375 minutes a year."""
     return pd.Timedelta(minutes=_TRADING_MINUTES_PER_YEAR)
+
+
+def _capital(bars: Bars, ex: Execution) -> float:
+    """The money returns are measured on: ``Execution.capital``, else one position's notional."""
+    return float(ex.capital) if ex.capital is not None else float(ex.quantity * bars.open[0])
+
+
+def _metrics(pf, rows: np.ndarray, bars: Bars, ex: Execution) -> pd.DataFrame:
+    """One row of metrics per portfolio column, from its trades and their daily P&L.
+
+    Intraday positions are flat every night, so each trade's P&L (charges included) belongs
+    to its exit day; Sharpe (annualised by 252 sessions) and maximum drawdown are taken on
+    that daily equity, with days without trades counted as zero.
+    """
+    rec = pf.trades.records
+    n_cols = pf.wrapper.shape_2d[1]
+    capital = _capital(bars, ex)
+    sessions, day_of_bar = np.unique(bars.day, return_inverse=True)
+    daily = np.zeros((n_cols, len(sessions)))
+    col = rec["col"].astype(int)
+    pnl = rec["pnl"]
+    np.add.at(daily, (col, day_of_bar[rows[rec["exit_idx"].astype(int)]]), pnl)
+    equity = capital + np.cumsum(daily, axis=1)
+    peak = np.maximum.accumulate(np.concatenate([np.full((n_cols, 1), capital), equity], axis=1), axis=1)[:, 1:]
+    rets = daily / capital
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std = rets.std(axis=1, ddof=1) if len(sessions) > 1 else np.full(n_cols, np.nan)
+        sharpe = np.where(std > 0, rets.mean(axis=1) / std * np.sqrt(252), np.nan)
+    count = np.bincount(col, minlength=n_cols)
+    wins = np.bincount(col, weights=(pnl > 0).astype(float), minlength=n_cols)
+    gross_win = np.bincount(col, weights=np.where(pnl > 0, pnl, 0.0), minlength=n_cols)
+    gross_loss = np.bincount(col, weights=np.where(pnl < 0, -pnl, 0.0), minlength=n_cols)
+    fees = pf.orders.records
+    charges = np.bincount(fees["col"].astype(int), weights=fees["fees"], minlength=n_cols)
+    net = daily.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame(
+            {
+                "total_return": net / capital,
+                "net_pnl": net,
+                "sharpe": sharpe,
+                "max_drawdown": (equity / peak - 1.0).min(axis=1),
+                "trades": count,
+                "win_rate": np.where(count > 0, wins / np.maximum(count, 1), 0.0),
+                "profit_factor": np.where(gross_loss > 0, gross_win / gross_loss, np.where(gross_win > 0, np.inf, np.nan)),
+                "charges": charges,
+            },
+            index=pf.wrapper.columns,
+        )
 
 
 @dataclass
@@ -180,12 +283,18 @@ class BacktestResult:
     symbol: str = ""
 
     def stats(self) -> pd.Series:
-        """vectorbt's statistics of the portfolio (annualised by trading minutes)."""
+        """vectorbt's statistics of the portfolio, annualised by trading minutes.
+
+        vectorbt's "Start Value" is the cash the run needed (no margin model), so its return
+        percentages differ from ``metrics()``, which measure on ``Execution.capital``.
+        """
         pf = self.portfolio
         return pf.stats(column=pf.wrapper.columns[0], settings={"year_freq": _year_freq(_freq(self.params))})
 
     def metrics(self) -> pd.Series:
-        return _metrics(self.portfolio, self.params).iloc[0]
+        """total_return, net_pnl, sharpe, max_drawdown, trades, win_rate, profit_factor, charges."""
+        bars = Bars(self.candles, self.params.timeframe)
+        return _metrics(self.portfolio, np.arange(len(bars)), bars, self.execution).iloc[0]
 
     def summary(self) -> str:
         m = self.metrics()
@@ -208,17 +317,22 @@ def run_backtest(
     ex = execution or Execution()
     if candles.empty:
         raise ParameterError(f"no candles to backtest {symbol}: fetch or import history first")
-    sig = signals(candles, params, trade_from=trade_from)
-    orders = _orders(candles, sig, ex)
-    pf = _portfolio(candles, [orders], ex, _freq(params), pd.Index([symbol or "strategy"]))
+    bars = Bars(candles, params.timeframe)
+    sig = signals(bars, params, trade_from=trade_from)
+    entry = sig["long_entry"].to_numpy().astype(np.int8) - sig["short_entry"].to_numpy().astype(np.int8)
+    reason = sig["exit"].to_numpy().astype(np.int8)
+    orders = _orders(bars, entry, reason, sig["position"].to_numpy(), ex)
+    pf, _ = _portfolio(bars, [orders], ex, _freq(params), pd.Index([symbol or "strategy"]))
     trades = _trade_list(pf, candles, sig, orders, ex)
     value = pf.value().iloc[:, 0]
+    value.index = candles.index
     pnl = value.diff()
     pnl.iloc[0] = value.iloc[0] - pf.init_cash.iloc[0]
     daily = pnl.groupby(pnl.index.tz_convert(IST).date).sum()
     daily.index = pd.DatetimeIndex(pd.to_datetime(daily.index)).tz_localize(IST)
     daily.name = "pnl"
-    return BacktestResult(params, ex, candles, sig, pf, trades, daily, value.rename("equity"), symbol)
+    equity = (_capital(bars, ex) + pnl.cumsum()).rename("equity")
+    return BacktestResult(params, ex, candles, sig, pf, trades, daily, equity, symbol)
 
 
 def _trade_list(pf, candles: pd.DataFrame, sig: pd.DataFrame, orders: _Orders, ex: Execution) -> pd.DataFrame:
@@ -236,7 +350,7 @@ def _trade_list(pf, candles: pd.DataFrame, sig: pd.DataFrame, orders: _Orders, e
     gross = side * (rec["exit_price"] - rec["entry_price"]) * qty
     reasons = sig["exit_reason"].to_numpy()
     reason = np.where(closed, reasons[np.maximum(exit_i - 1, 0)], "")
-    charges = orders.entry_charge[entry_i] + np.where(closed, orders.exit_charge[exit_i], 0.0)
+    charges = orders.at("entry_charge", entry_i) + np.where(closed, orders.at("exit_charge", exit_i), 0.0)
     return pd.DataFrame(
         {
             "entry_time": idx[entry_i],
@@ -252,26 +366,6 @@ def _trade_list(pf, candles: pd.DataFrame, sig: pd.DataFrame, orders: _Orders, e
             "status": np.where(closed, "closed", "open"),
         }
     )
-
-
-def _metrics(pf, params: StrategyParams) -> pd.DataFrame:
-    """One row of metrics per portfolio column."""
-    yf = _year_freq(_freq(params))
-    trades = pf.trades
-    out = pd.DataFrame(
-        {
-            "total_return": pf.total_return(),
-            "net_pnl": pf.total_profit(),
-            "sharpe": pf.sharpe_ratio(year_freq=yf),
-            "max_drawdown": -pf.max_drawdown().abs(),
-            "trades": trades.count(),
-            "win_rate": trades.win_rate(),
-            "profit_factor": trades.profit_factor(),
-            "charges": pf.orders.fees.sum(),
-        }
-    )
-    out["win_rate"] = out["win_rate"].fillna(0.0)
-    return out
 
 
 def backtest_symbols(
@@ -333,13 +427,33 @@ class SweepResult:
         return StrategyParams(**json.loads(row["params"]))
 
 
-def _chunk_metrics(candles: pd.DataFrame, combos: list[StrategyParams], ex: Execution, trade_from=None) -> pd.DataFrame:
+def _chunk_metrics(candles: "pd.DataFrame | Bars", combos: list[StrategyParams], ex: Execution, trade_from=None) -> pd.DataFrame:
     """Signals for each combination, then one broadcast portfolio for the whole chunk."""
-    orders = [_orders(candles, signals(candles, p, trade_from=trade_from), ex) for p in combos]
-    pf = _portfolio(candles, orders, ex, _freq(combos[0]), pd.RangeIndex(len(combos)))
-    m = _metrics(pf, combos[0]).reset_index(drop=True)
+    bars = candles if isinstance(candles, Bars) else Bars(candles, combos[0].timeframe)
+    orders = [_orders(bars, *decide(bars, p, trade_from=trade_from), ex) for p in combos]
+    pf, rows = _portfolio(bars, orders, ex, _freq(combos[0]), pd.RangeIndex(len(combos)), compress=True)
+    m = _metrics(pf, rows, bars, ex).reset_index(drop=True)
     m.insert(0, "params", [p.model_dump_json() for p in combos])
     return m
+
+
+def _store_stamp(store_root: str, symbol: str) -> tuple:
+    """Names, sizes and times of a symbol's files: a cache key that changes when the data does."""
+    base = Path(store_root) / "candles"
+    return tuple(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(base.glob(f"timeframe=*/symbol={symbol}/year=*/data.parquet"))
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_bars(store_root: str, symbol: str, timeframe: int, start: str, end: str, stamp: tuple) -> Bars:
+    """Candles of one sweep task, prepared once per process (a worker runs many chunks)."""
+    from .store import CandleStore
+
+    candles = CandleStore(store_root).candles(symbol, f"{timeframe}m", None if start == "None" else start, None if end == "None" else end)
+    if candles.empty:
+        raise ParameterError(f"no {timeframe}m candles for {symbol} in the store: fetch them first")
+    return Bars(candles, timeframe)
 
 
 def _sweep_task(store_root: str, symbol: str, timeframe: int, start, end, combos_json: list[str], ex_json: str) -> pd.DataFrame:
@@ -348,10 +462,8 @@ def _sweep_task(store_root: str, symbol: str, timeframe: int, start, end, combos
 
     combos = [StrategyParams.model_validate_json(c) for c in combos_json]
     ex = Execution.model_validate_json(ex_json)
-    candles = CandleStore(store_root).candles(symbol, f"{timeframe}m", start, end)
-    if candles.empty:
-        raise ParameterError(f"no {timeframe}m candles for {symbol} in the store: fetch them first")
-    out = _chunk_metrics(candles, combos, ex)
+    bars = _load_bars(store_root, symbol, timeframe, str(start), str(end), _store_stamp(store_root, symbol))
+    out = _chunk_metrics(bars, combos, ex)
     out.insert(0, "symbol", symbol)
     return out
 
@@ -375,8 +487,8 @@ def sweep(
     """Backtest every combination of ``grid`` (strategy parameters, ``timeframe`` included).
 
     Work is split into chunks of (symbol × parameter sets); each chunk is one broadcast
-    vectorbt portfolio, so memory stays bounded (``chunk_size`` combinations, by default
-    about ten million cells per chunk). ``executor="dask"`` sends chunks to the Dask
+    vectorbt portfolio over the bars where its orders fill, so memory stays bounded
+    (``chunk_size`` combinations, 25 by default). ``executor="dask"`` sends chunks to the Dask
     scheduler at ``scheduler`` (a ``LocalCluster`` when None); each worker reads its own
     candles from the store. Finished chunks are saved under ``checkpoint_dir`` (default
     ``data/sweeps/<hash>``), so an interrupted sweep resumes where it stopped.
@@ -401,8 +513,7 @@ def sweep(
         by_tf.setdefault(p.timeframe, []).append(p)
     for sym in syms:
         for tf, group in sorted(by_tf.items()):
-            n_bars = max(1, _count_bars(store, sym, tf, start, end))
-            size = chunk_size or max(1, min(len(group), 10_000_000 // n_bars))
+            size = chunk_size or 25
             for i in range(0, len(group), size):
                 tasks.append((sym, tf, [p.model_dump_json() for p in group[i : i + size]]))
 
@@ -444,10 +555,6 @@ def sweep(
     table = pd.concat([table[["symbol"]], params[varying], table.drop(columns=["symbol"])], axis=1)
     table = table.sort_values(metric, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
     return SweepResult(table, metric, {k: list(v) for k, v in grid.items()})
-
-
-def _count_bars(store, symbol: str, tf: int, start, end) -> int:
-    return len(store.candles(symbol, f"{tf}m", start, end))
 
 
 def _run_dask(tasks, todo, root, start, end, ex_json, scheduler, save, bar) -> None:

@@ -1,9 +1,11 @@
 """The SuperTrend/MACD strategy: one parameter record, two faces over the same kernel.
 
-* ``signals(candles, params)`` runs the whole history through a numba loop, for backtests.
-* ``Stepper`` (``warm_up(candles)``, then ``on_bar(bar)``) feeds the *same* numba step one
-  bar at a time, for the paper/live engine. Replaying candles through the stepper gives the
-  vectorized decisions exactly, because both call ``_bar_step`` with the same state.
+* ``signals(candles, params)`` runs the whole history for backtests: the indicator kernels
+  over the arrays, then a numba loop of the decision step ``_decide_step``.
+* ``Stepper`` (``warm_up(candles)``, then ``on_bar(bar)``) feeds one bar at a time to the
+  indicators' step functions and then to the *same* ``_decide_step``, for the paper/live
+  engine. The indicator kernels give bit-identical results stepped or vectorized, so a
+  replay through the stepper reproduces the vectorized decisions exactly (tested).
 
 Timing contract (nothing uses a future bar):
 * a decision is made at the close of its bar and fills at the next bar's open;
@@ -41,9 +43,9 @@ from . import indicators as _indicators
 from ._numba_cache import guard_cache
 from .calendar import IST
 from .errors import ParameterError
-from .indicators import macd_state, macd_step, supertrend_state, supertrend_step
+from .indicators import macd, macd_state, macd_step, supertrend, supertrend_state, supertrend_step
 
-__all__ = ["StrategyParams", "signals", "Stepper", "Decision", "EXIT_REASONS", "load_params"]
+__all__ = ["StrategyParams", "signals", "decide", "Bars", "Stepper", "Decision", "EXIT_REASONS", "load_params"]
 
 EXIT_REASONS = {
     0: "",
@@ -56,6 +58,9 @@ EXIT_REASONS = {
 }
 _OPEN_MIN = 555  # 09:15
 _EPOCH = dt.date(1970, 1, 1)
+_MIN_US = 60_000_000
+_DAY_US = 86_400_000_000
+_IST_US = 19_800_000_000  # UTC+05:30, no daylight saving
 _CLOSE_MIN = 930  # 15:30
 
 
@@ -148,6 +153,11 @@ class StrategyParams(BaseModel):
             dtype=np.float64,
         )
 
+    def vector_tuple(self) -> tuple[float, ...]:
+        """``vector()`` as a tuple: kernels keep it in registers (an array would be reloaded
+        after every int8 store, which may alias it: about 3x slower decision loops)."""
+        return tuple(float(v) for v in self.vector())
+
 
 def load_params(path: "str | Path", section: str | None = "strategy") -> StrategyParams:
     """Strategy parameters from a YAML file (its ``strategy:`` section, or the whole file)."""
@@ -183,7 +193,7 @@ def _htf_state() -> np.ndarray:
     return a
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _htf_update(hst, a, htf, high, low, close, start_min, end_min, day):
     """Aggregate signal bars into higher-timeframe buckets from 09:15; step SuperTrend on close.
 
@@ -218,76 +228,68 @@ def _htf_update(hst, a, htf, high, low, close, start_min, end_min, day):
     return a[_A_DIR]
 
 
-@njit(cache=True)
-def _bar_step(st, mc, hst, agg, s, p, o, h, low, c, start_min, day, allow):
-    """One signal bar: fill yesterday's decision at this open, update indicators, decide.
+@njit(cache=True, nogil=True, inline="always")
+def _decide_step(state, p, o, c, start_min, day, d, m, sig, htf_d, allow):
+    """The rules for one signal bar, given the indicator values known at its close.
 
-    Returns (entry: +1/-1/0, exit_reason: 0..6, st_line, st_dir, macd, macd_signal, htf_dir).
+    ``state`` is the tuple laid out as ``_S_*``; the new one is returned (a tuple, so the
+    backtest loop keeps it in registers). First the previous bar's decisions fill at this
+    bar's open, then exits, then entries. Returns (entry +1/-1/0, exit_reason 0..6, state).
+    Both faces call this same function.
     """
-    if s[_S_DAY] != day:  # a new session
-        s[_S_DAY] = day
-        s[_S_TRADES] = 0.0
-        s[_S_REALIZED] = 0.0
-        s[_S_STOPPED] = 0.0
-    # fills of the previous bar's decisions, at this bar's open
-    if s[_S_PEND_EXIT] == 1.0:
-        s[_S_REALIZED] += s[_S_POS] * (o - s[_S_ENTRY])
-        s[_S_POS] = 0.0
-        s[_S_PEND_EXIT] = 0.0
-    if s[_S_PEND_ENTRY] != 0.0:
-        s[_S_POS] = s[_S_PEND_ENTRY]
-        s[_S_ENTRY] = o
-        s[_S_HELD] = 0.0
-        s[_S_BEST] = o
-        s[_S_PEND_ENTRY] = 0.0
-    s[_S_SINCE_EXIT] += 1.0
-
-    line, d = supertrend_step(st, h, low, c)
-    m, sig, _ = macd_step(mc, h, low, c)
+    pos, entry_ref, held, best, trades, realized, sday, stopped, since, pend_e, pend_x, prev_dir = state
+    if sday != day:  # a new session
+        sday = day
+        trades = 0.0
+        realized = 0.0
+        stopped = 0.0
+    if pend_x == 1.0:  # fills of the previous bar's decisions, at this open
+        realized += pos * (o - entry_ref)
+        pos = 0.0
+        pend_x = 0.0
+    if pend_e != 0.0:
+        pos = pend_e
+        entry_ref = o
+        held = 0.0
+        best = o
+        pend_e = 0.0
+    since += 1.0
     end_min = start_min + p[_P_TF]
-    htf_d = np.nan
-    if p[_P_HTF] > 0:
-        htf_d = _htf_update(hst, agg, p[_P_HTF], h, low, c, start_min, end_min, day)
 
-    pos = s[_S_POS]
     reason = 0
     if pos != 0.0:
-        s[_S_HELD] += 1.0
-        if pos > 0:
-            s[_S_BEST] = max(s[_S_BEST], c)
-        else:
-            s[_S_BEST] = min(s[_S_BEST], c)
-        e = s[_S_ENTRY]
-        scale = e / 100.0 if p[_P_PCT] == 1.0 else 1.0
-        move = pos * (c - e)
+        held += 1.0
+        best = max(best, c) if pos > 0 else min(best, c)
+        scale = entry_ref / 100.0 if p[_P_PCT] == 1.0 else 1.0
+        move = pos * (c - entry_ref)
         if end_min >= p[_P_SQ]:
             reason = 5
-        elif s[_S_REALIZED] + move <= -p[_P_MAX_LOSS]:
+        elif realized + move <= -p[_P_MAX_LOSS]:
             reason = 6
-            s[_S_STOPPED] = 1.0
+            stopped = 1.0
         elif move <= -p[_P_SL] * scale:
             reason = 2
         elif move >= p[_P_TP] * scale:
             reason = 3
-        elif pos * (s[_S_BEST] - c) >= p[_P_TRAIL] * scale:
+        elif pos * (best - c) >= p[_P_TRAIL] * scale:
             reason = 4
-        elif d == -pos and s[_S_HELD] >= p[_P_MIN_HOLD]:
+        elif d == -pos and held >= p[_P_MIN_HOLD]:
             reason = 1
         if reason != 0:
-            s[_S_PEND_EXIT] = 1.0
-            s[_S_SINCE_EXIT] = 0.0
-    elif s[_S_REALIZED] <= -p[_P_MAX_LOSS]:
-        s[_S_STOPPED] = 1.0
+            pend_x = 1.0
+            since = 0.0
+    elif realized <= -p[_P_MAX_LOSS]:
+        stopped = 1.0
 
     entry = 0
     if (
         (pos == 0.0 or reason != 0)
         and allow
-        and s[_S_STOPPED] == 0.0
+        and stopped == 0.0
         and end_min <= p[_P_CUTOFF]
         and end_min < p[_P_SQ]
-        and s[_S_TRADES] < p[_P_MAX_TRADES]
-        and s[_S_SINCE_EXIT] >= p[_P_COOLDOWN]
+        and trades < p[_P_MAX_TRADES]
+        and since >= p[_P_COOLDOWN]
     ):
         for k in range(2):
             cand = 1.0 if k == 0 else -1.0
@@ -295,7 +297,7 @@ def _bar_step(st, mc, hst, agg, s, p, o, h, low, c, start_min, day, allow):
                 continue
             if d != cand:
                 continue
-            if p[_P_FLIP] == 1.0 and not s[_S_PREV_DIR] == -cand:
+            if p[_P_FLIP] == 1.0 and not prev_dir == -cand:
                 continue
             if p[_P_MACD] == 1.0 and not cand * (m - sig) > 0:
                 continue
@@ -306,34 +308,68 @@ def _bar_step(st, mc, hst, agg, s, p, o, h, low, c, start_min, day, allow):
             entry = int(cand)
             break
     if entry != 0:
-        s[_S_PEND_ENTRY] = entry
-        s[_S_TRADES] += 1.0
-    s[_S_PREV_DIR] = d
+        pend_e = float(entry)
+        trades += 1.0
+    prev_dir = d
+    return entry, reason, (pos, entry_ref, held, best, trades, realized, sday, stopped, since, pend_e, pend_x, prev_dir)
+
+
+@njit(cache=True, nogil=True)
+def _load_state(s):
+    return (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11])
+
+
+@njit(cache=True, nogil=True)
+def _store_state(s, state):
+    for k in range(_S_SIZE):
+        s[k] = state[k]
+
+
+@njit(cache=True, nogil=True)
+def _bar_step(st, mc, hst, agg, s, p, o, h, low, c, start_min, day, allow):
+    """The engine's face: step every indicator on one bar, then decide.
+
+    Returns (entry, exit_reason, st_line, st_dir, macd, macd_signal, htf_dir).
+    """
+    line, d = supertrend_step(st, h, low, c)
+    m, sig, _ = macd_step(mc, h, low, c)
+    htf_d = np.nan
+    if p[_P_HTF] > 0:
+        htf_d = _htf_update(hst, agg, p[_P_HTF], h, low, c, start_min, start_min + p[_P_TF], day)
+    entry, reason, state = _decide_step(_load_state(s), p, o, c, start_min, day, d, m, sig, htf_d, allow)
+    _store_state(s, state)
     return entry, reason, line, d, m, sig, htf_d
 
 
-@njit(cache=True)
-def _run_nb(o, h, low, c, start_min, day, allow, p, st, mc, hst, agg, s):
+@njit(cache=True, nogil=True)
+def _htf_dir_nb(h, low, c, start_min, day, tf, htf, hst, agg):
+    """The higher-timeframe direction known at each signal bar's close (same update as the stepper)."""
+    n = h.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = _htf_update(hst, agg, htf, h[i], low[i], c[i], start_min[i], start_min[i] + tf, day[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _decide_nb(o, c, start_min, day, allow, p, st_dir, macd_line, macd_sig, htf_dir, s):
+    """The backtest's face: the same decision step over precomputed indicator arrays."""
     n = o.shape[0]
     entry = np.zeros(n, dtype=np.int8)
     reason = np.zeros(n, dtype=np.int8)
-    out = np.empty((5, n))
     position = np.zeros(n, dtype=np.int8)
+    state = _load_state(s)
     for i in range(n):
-        e, r, line, d, m, sig, hd = _bar_step(st, mc, hst, agg, s, p, o[i], h[i], low[i], c[i], start_min[i], day[i], allow[i])
+        e, r, state = _decide_step(state, p, o[i], c[i], start_min[i], day[i], st_dir[i], macd_line[i], macd_sig[i], htf_dir[i], allow[i])
         entry[i] = e
         reason[i] = r
-        position[i] = s[_S_POS]
-        out[0, i] = line
-        out[1, i] = d
-        out[2, i] = m
-        out[3, i] = sig
-        out[4, i] = hd
-    return entry, reason, out, position
+        position[i] = state[0]
+    _store_state(s, state)
+    return entry, reason, position
 
 
 # These kernels inline the indicator steps: drop their cached code when indicators.py changes.
-guard_cache([_htf_update, _bar_step, _run_nb], depends_on=[_indicators])
+guard_cache([_htf_update, _bar_step, _htf_dir_nb], depends_on=[_indicators])
 
 
 def _states(params: StrategyParams) -> tuple[np.ndarray, ...]:
@@ -350,26 +386,97 @@ def _clock(index: pd.DatetimeIndex, timeframe: int) -> tuple[np.ndarray, np.ndar
     """IST minute-of-day of each bar start and its IST day number; checks the 09:15 grid."""
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
         raise ParameterError("candles need a tz-aware DatetimeIndex (use CandleStore.candles)")
-    local = index.tz_convert(IST)
-    minutes = (local.hour * 60 + local.minute).to_numpy(dtype=np.float64)
-    if ((minutes - _OPEN_MIN) % timeframe != 0).any() or (local.second != 0).any():
-        bad = local[((minutes - _OPEN_MIN) % timeframe != 0) | (local.second != 0)][0]
+    local_us = index.as_unit("us").asi8 + _IST_US
+    day = local_us // _DAY_US
+    minute_us = local_us - day * _DAY_US
+    minutes = minute_us // _MIN_US
+    off = (minute_us % _MIN_US != 0) | ((minutes - _OPEN_MIN) % timeframe != 0)
+    if off.any():
+        bad = index[np.flatnonzero(off)[0]].tz_convert(IST)
         raise ParameterError(
             f"candles are not {timeframe}-minute bars aligned to 09:15 (first off-grid bar {bad}); "
             f"load them with store.candles(symbol, '{timeframe}m', ...)"
         )
-    days = (local.tz_localize(None).normalize().as_unit("s").asi8 // 86_400).astype(np.float64)
-    return minutes, days
+    return minutes.astype(np.float64), day.astype(np.float64)
 
 
 def _ohlc(candles: pd.DataFrame) -> tuple[np.ndarray, ...]:
     missing = [c for c in ("open", "high", "low", "close") if c not in candles]
     if missing:
         raise ParameterError(f"candles lack column(s) {', '.join(missing)}")
-    arrays = tuple(candles[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+    arrays = tuple(np.ascontiguousarray(candles[c].to_numpy(dtype=np.float64)) for c in ("open", "high", "low", "close"))
     if any(np.isnan(a).any() for a in arrays):
         raise ParameterError("candles contain NaN prices: drop those rows (candles.dropna()) first")
     return arrays
+
+
+class Bars:
+    """Candles prepared once for many strategy runs (a sweep): arrays, clock, indicator memo.
+
+    Indicators depend only on their own parameters, so combinations that share them share
+    one computation.
+    """
+
+    def __init__(self, candles: pd.DataFrame, timeframe: int) -> None:
+        self.index = candles.index
+        self.timeframe = timeframe
+        self.open, self.high, self.low, self.close = _ohlc(candles)
+        self.start_min, self.day = _clock(candles.index, timeframe)
+        self._memo: dict[tuple, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    _MEMO_LIMIT = 8
+
+    def _cached(self, key: tuple, make):
+        """Remember the last few indicator results (a sweep walks a grid, so old ones go)."""
+        if key in self._memo:
+            self._memo[key] = self._memo.pop(key)  # most recently used last
+        else:
+            self._memo[key] = make()
+            while len(self._memo) > self._MEMO_LIMIT:
+                self._memo.pop(next(iter(self._memo)))
+        return self._memo[key]
+
+    def supertrend(self, period: int, multiplier: float) -> tuple[np.ndarray, np.ndarray]:
+        return self._cached(("st", period, multiplier), lambda: supertrend(self.high, self.low, self.close, period, multiplier))
+
+    def macd(self, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._cached(("macd", fast, slow, signal), lambda: macd(self.close, fast, slow, signal)[:2])
+
+    def htf_dir(self, minutes: int | None, period: int, multiplier: float) -> np.ndarray:
+        if not minutes:
+            return self._cached(("htf-off",), lambda: np.full(len(self), np.nan))
+        return self._cached(
+            ("htf", minutes, period, multiplier),
+            lambda: _htf_dir_nb(
+                self.high, self.low, self.close, self.start_min, self.day, float(self.timeframe), float(minutes),
+                supertrend_state(period, multiplier), _htf_state(),
+            ),
+        )
+
+    def allow(self, trade_from: "pd.Timestamp | str | None") -> np.ndarray:
+        if trade_from is None:
+            return self._cached(("allow-all",), lambda: np.ones(len(self), dtype=np.bool_))
+        ts = pd.Timestamp(trade_from)
+        ts = ts.tz_localize(IST) if ts.tzinfo is None else ts
+        return np.asarray(self.index >= ts)
+
+
+def decide(bars: Bars, params: StrategyParams, *, trade_from=None) -> tuple[np.ndarray, ...]:
+    """Raw decision arrays for ``bars``: (entry +1/-1/0, exit reason code, position held).
+
+    The sweep path: no DataFrame is built. ``signals`` is the readable face of the same call.
+    """
+    if params.timeframe != bars.timeframe:
+        raise ParameterError(f"bars are {bars.timeframe}m but the parameters want {params.timeframe}m candles")
+    _, d = bars.supertrend(params.st_period, params.st_multiplier)
+    m, sig = bars.macd(params.macd_fast, params.macd_slow, params.macd_signal)
+    htf = bars.htf_dir(params.htf_minutes, params.htf_period, params.htf_multiplier)
+    return _decide_nb(
+        bars.open, bars.close, bars.start_min, bars.day, bars.allow(trade_from), params.vector_tuple(), d, m, sig, htf, _strategy_state()
+    )
 
 
 def signals(candles: pd.DataFrame, params: StrategyParams, *, trade_from: "pd.Timestamp | str | None" = None) -> pd.DataFrame:
@@ -382,20 +489,11 @@ def signals(candles: pd.DataFrame, params: StrategyParams, *, trade_from: "pd.Ti
     ``htf_dir``). Entries before ``trade_from`` are suppressed (the bars still warm up the
     indicators), which is what the engine's warm-up and walk-forward windows need.
     """
-    o, h, low, c = _ohlc(candles)
-    start_min, day = _clock(candles.index, params.timeframe)
-    allow = np.ones(len(candles), dtype=np.bool_)
-    if trade_from is not None:
-        ts = pd.Timestamp(trade_from)
-        ts = ts.tz_localize(IST) if ts.tzinfo is None else ts
-        allow = np.asarray(candles.index >= ts)
-    entry, reason, out, position = _run_nb(o, h, low, c, start_min, day, allow, params.vector(), *_states(params))
-    return _frame(candles.index, entry, reason, out, position)
-
-
-def _frame(
-    index: pd.DatetimeIndex, entry: np.ndarray, reason: np.ndarray, out: np.ndarray, position: np.ndarray
-) -> pd.DataFrame:
+    bars = candles if isinstance(candles, Bars) else Bars(candles, params.timeframe)
+    entry, reason, position = decide(bars, params, trade_from=trade_from)
+    line, d = bars.supertrend(params.st_period, params.st_multiplier)
+    m, sig = bars.macd(params.macd_fast, params.macd_slow, params.macd_signal)
+    htf = bars.htf_dir(params.htf_minutes, params.htf_period, params.htf_multiplier)
     names = np.array([EXIT_REASONS[k] for k in range(len(EXIT_REASONS))], dtype=object)
     return pd.DataFrame(
         {
@@ -403,14 +501,14 @@ def _frame(
             "short_entry": entry < 0,
             "exit": reason > 0,
             "exit_reason": names[reason],
-            "st_line": out[0],
-            "st_dir": out[1],
-            "macd": out[2],
-            "macd_signal": out[3],
-            "htf_dir": out[4],
+            "st_line": line,
+            "st_dir": d,
+            "macd": m,
+            "macd_signal": sig,
+            "htf_dir": htf,
             "position": position,
         },
-        index=index,
+        index=bars.index,
     )
 
 
@@ -441,7 +539,7 @@ class Stepper:
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
-        self._p = params.vector()
+        self._p = params.vector_tuple()
         self._st, self._mc, self._hst, self._agg, self._s = _states(params)
         self.last_ts: pd.Timestamp | None = None
 

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab fetch backtest paper bench clean help
+.PHONY: setup demo test lab fetch backtest sweep bench clean help
 
 help:
 	@echo "make setup   create .venv and install tradeflow[dev]"
@@ -13,7 +13,8 @@ help:
 	@echo "make test    run the test suite"
 	@echo "make lab     start JupyterLab"
 	@echo "make fetch   fetch a month of simulated NIFTY/BANKNIFTY 1m bars into parquet/"
-	@echo "make bench   print the store benchmarks"
+	@echo "make backtest  backtest params/backtest_nifty.yaml (make sweep: with its grid)"
+	@echo "make bench   print the benchmarks (store, indicators, sweep)"
 
 setup: $(STAMP)
 
@@ -38,6 +39,14 @@ fetch: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/indicators.py
+	$(BIN)/python bench/sweep.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+backtest: $(STAMP)
+	$(BIN)/tradeflow backtest -p params/backtest_nifty.yaml
+
+sweep: $(STAMP)
+	$(BIN)/tradeflow sweep -p params/backtest_nifty.yaml

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "settings", "project_root"]
+__all__ = ["Settings", "settings", "project_root", "BrokerSettings", "broker_settings"]
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     """Source used when none is named: the embedded simulated market."""
     sim_seed: int = 42
     """Seed of the simulated market; the same seed gives the same candles."""
+    allow_live: bool = False
+    """``TRADEFLOW_ALLOW_LIVE=1``: the second key that live orders need (with ``mode: live``)."""
 
     @model_validator(mode="after")
     def _anchor_paths(self) -> "Settings":
@@ -61,6 +63,39 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+
+class BrokerSettings(BaseSettings):
+    """Broker addresses (public defaults; point them at a sandbox or a local fake) and
+    credentials, from the environment or ``.env``. Secrets are ``SecretStr``: their repr is
+    masked, and code must call ``get_secret_value()`` to use one."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    dhan_base_url: str = "https://api.dhan.co/v2"
+    dhan_auth_url: str = "https://auth.dhan.co"
+    dhan_master_url: str = "https://images.dhan.co/api-data/api-scrip-master-detailed.csv"
+    dhan_feed_url: str = "wss://api-feed.dhan.co"
+    definedge_base_url: str = "https://integrate.definedgesecurities.com/dart/v1/"
+    definedge_login_url: str = "https://signin.definedgesecurities.com/auth/realms/debroking/dsbpkc/"
+    definedge_data_url: str = "https://data.definedgesecurities.com/sds/history/"
+    definedge_master_url: str = "https://app.definedgesecurities.com/public/allmaster.zip"
+    definedge_ws_url: str = "wss://trade.definedgesecurities.com/NorenWSTRTP/"
+    http_timeout: float = 10.0
+
+    dhan_client_id: str | None = None
+    dhan_access_token: SecretStr | None = None
+    dhan_pin: SecretStr | None = None
+    dhan_totp_secret: SecretStr | None = None
+    definedge_api_token: SecretStr | None = None
+    definedge_api_secret: SecretStr | None = None
+    definedge_totp_secret: SecretStr | None = None
+    definedge_algo_id: str | None = None
+
+
+def broker_settings() -> BrokerSettings:
+    """Read broker settings now (not cached: tests and long sessions change the environment)."""
+    return BrokerSettings()
 
 
 @lru_cache(maxsize=1)

@@ -236,6 +236,42 @@ def sweep_cmd(
     _research(params, "sweep", out_dir)
 
 
+session_app = typer.Typer(help="Broker sessions: status and login.", no_args_is_help=True)
+app.add_typer(session_app, name="session")
+
+
+@session_app.command("status")
+def session_status() -> None:
+    """Per broker: logged in or not, expiry countdown, account (masked), and the static-IP reminder."""
+    from .session import status
+
+    rows = status()
+    table = Table(title="broker sessions")
+    for col in ("broker", "logged_in", "expires_in", "account", "note"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["broker"], "yes" if r["logged_in"] else "no", r["expires_in"], r["account"], r["note"])
+    out.print(table)
+
+
+@session_app.command("login")
+def session_login(broker: Annotated[str, typer.Option(help="definedge (TOTP login) or dhan (token check / PIN+TOTP).")]) -> None:
+    """Log in now with the credentials from the environment, .env or keyring; never asks for input."""
+    from .session import dhan_session, definedge_session
+
+    try:
+        if broker == "definedge":
+            s = definedge_session(refresh=True)
+            out.print(f"definedge: logged in as {s.__repr__()}")
+        elif broker == "dhan":
+            s = dhan_session()
+            out.print(f"dhan: session ok, token valid until {s.expires_at}")
+        else:
+            raise TradeflowError(f"unknown broker {broker!r}: use dhan or definedge")
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+
+
 @app.command()
 def run(
     notebook: Annotated[Path, typer.Argument(help="Notebook to execute, e.g. notebooks/10_history.ipynb.")],

@@ -236,6 +236,190 @@ def sweep_cmd(
     _research(params, "sweep", out_dir)
 
 
+order_app = typer.Typer(help="Orders at a broker (live brokers need TRADEFLOW_ALLOW_LIVE=1).", no_args_is_help=True)
+gtt_app = typer.Typer(help="GTT / forever orders at a broker (live brokers need TRADEFLOW_ALLOW_LIVE=1).", no_args_is_help=True)
+app.add_typer(order_app, name="order")
+app.add_typer(gtt_app, name="gtt")
+BrokerOpt = Annotated[str, typer.Option("--broker", help="dhan or definedge (paper comes with the engine).")]
+
+
+def _broker(name: str, *, orders: bool = False):
+    from .brokers.connect import connect
+
+    return connect(name, orders=orders)
+
+
+def _instrument(broker, symbol: str, segment: Optional[str]):
+    from .instruments import InstrumentMaster
+
+    return InstrumentMaster(broker.instruments()).get(symbol, segment)
+
+
+def _last_price(broker, inst) -> float:
+    return broker.quote([inst])[inst.symbol].last_price
+
+
+def _order_row(o) -> list[str]:
+    r = o.request
+    return [o.order_id, r.instrument.symbol, r.side.value, str(r.quantity), r.order_type.value,
+            "" if r.price is None else f"{r.price:.2f}", "" if r.trigger_price is None else f"{r.trigger_price:.2f}",
+            o.status.value, str(o.filled_quantity), r.tag or "", o.message]
+
+
+def _orders_table(orders, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("id", "symbol", "side", "qty", "type", "price", "trigger", "status", "filled", "tag", "message"):
+        table.add_column(col)
+    for o in orders:
+        table.add_row(*_order_row(o))
+    return table
+
+
+@order_app.command("place")
+def order_place(
+    symbol: Annotated[str, typer.Argument(help="Trading symbol from the broker's master, e.g. RELIANCE.")],
+    broker: BrokerOpt,
+    side: Annotated[str, typer.Option(help="buy or sell.")],
+    qty_lots: Annotated[int, typer.Option("--qty-lots", help="Lots; quantity = lots × lot size.")] = 1,
+    order_type: Annotated[str, typer.Option("--type", help="market, limit, sl or sl-m.")] = "market",
+    price: Annotated[Optional[float], typer.Option(help="Limit price (limit and sl).")] = None,
+    trigger: Annotated[Optional[float], typer.Option(help="Trigger price (sl and sl-m).")] = None,
+    product: Annotated[str, typer.Option(help="intraday, delivery or margin.")] = "intraday",
+    segment: Annotated[Optional[str], typer.Option(help="NSE_EQ, NSE_FNO, … when a symbol is in several.")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Your tag for the order (1-25 letters, digits, - _).")] = None,
+) -> None:
+    """Validate and place one order; prints the broker's order id and status."""
+    from .ordering import order_request
+
+    try:
+        b = _broker(broker, orders=True)
+        inst = _instrument(b, symbol, segment)
+        last = _last_price(b, inst) if order_type.lower().startswith("sl") else None
+        req = order_request(inst, side, qty_lots, order_type, product=product, price=price, trigger=trigger, tag=tag, last_price=last)
+        order = b.place_order(req)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(_orders_table([order], "order placed"))
+
+
+@order_app.command("list")
+def order_list(broker: BrokerOpt) -> None:
+    """Today's orders at the broker."""
+    try:
+        orders = _broker(broker).orders()
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(_orders_table(orders, f"{broker} orders"))
+
+
+@order_app.command("cancel")
+def order_cancel(order_id: Annotated[str, typer.Argument(help="The broker's order id.")], broker: BrokerOpt) -> None:
+    """Cancel an open order."""
+    try:
+        order = _broker(broker, orders=True).cancel_order(order_id)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(_orders_table([order], "order cancelled"))
+
+
+@order_app.command("modify")
+def order_modify(
+    order_id: Annotated[str, typer.Argument(help="The broker's order id.")],
+    broker: BrokerOpt,
+    qty_lots: Annotated[Optional[int], typer.Option("--qty-lots")] = None,
+    price: Annotated[Optional[float], typer.Option()] = None,
+    trigger: Annotated[Optional[float], typer.Option()] = None,
+) -> None:
+    """Change an open order's quantity, price or trigger."""
+    try:
+        b = _broker(broker, orders=True)
+        current = b.order(order_id)
+        qty = None if qty_lots is None else qty_lots * current.request.instrument.lot_size
+        order = b.modify_order(order_id, quantity=qty, price=price, trigger_price=trigger)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(_orders_table([order], "order modified"))
+
+
+@gtt_app.command("place")
+def gtt_place(
+    symbol: Annotated[str, typer.Argument(help="Trading symbol, e.g. RELIANCE.")],
+    broker: BrokerOpt,
+    side: Annotated[str, typer.Option(help="buy or sell (for OCO: the side of both exit orders).")],
+    trigger: Annotated[float, typer.Option(help="Trigger (OCO: the target's trigger).")],
+    qty_lots: Annotated[int, typer.Option("--qty-lots")] = 1,
+    kind: Annotated[str, typer.Option(help="single or oco.")] = "single",
+    price: Annotated[Optional[float], typer.Option(help="Limit price of the (target) order; none = market.")] = None,
+    stop_trigger: Annotated[Optional[float], typer.Option(help="OCO stop trigger.")] = None,
+    stop_price: Annotated[Optional[float], typer.Option(help="OCO stop limit price; none = market.")] = None,
+    product: Annotated[str, typer.Option(help="delivery, intraday or margin.")] = "delivery",
+    segment: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Place a GTT (Dhan: forever order; Definedge: GTT/OCO), checked against the last price."""
+    from .ordering import gtt_request
+
+    try:
+        b = _broker(broker, orders=True)
+        inst = _instrument(b, symbol, segment)
+        req = gtt_request(inst, side, qty_lots, kind=kind, trigger=trigger, price=price, stop_trigger=stop_trigger,
+                          stop_price=stop_price, product=product, last_price=_last_price(b, inst))
+        gtt = b.place_gtt(req)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"GTT {gtt.gtt_id} placed: {req.kind} {req.side} {inst.symbol}")
+
+
+@gtt_app.command("list")
+def gtt_list(broker: BrokerOpt) -> None:
+    """Active GTTs at the broker."""
+    try:
+        gtts = _broker(broker).gtts()
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{broker} GTTs")
+    for col in ("id", "symbol", "kind", "side", "triggers", "status"):
+        table.add_column(col)
+    for g in gtts:
+        r = g.request
+        table.add_row(g.gtt_id, r.instrument.symbol, r.kind.value, r.side.value, ", ".join(f"{leg.trigger_price:.2f}" for leg in r.legs), g.status)
+    out.print(table)
+
+
+@gtt_app.command("cancel")
+def gtt_cancel(gtt_id: Annotated[str, typer.Argument()], broker: BrokerOpt) -> None:
+    """Cancel a GTT."""
+    try:
+        _broker(broker, orders=True).cancel_gtt(gtt_id)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"GTT {gtt_id} cancelled")
+
+
+@app.command()
+def positions(broker: BrokerOpt) -> None:
+    """Open and closed-today positions at the broker."""
+    try:
+        rows = _broker(broker).positions()
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{broker} positions")
+    for col in ("symbol", "product", "qty", "avg", "realised", "unrealised"):
+        table.add_column(col)
+    for p in rows:
+        table.add_row(p.instrument.symbol, p.product.value, str(p.quantity), f"{p.average_price:.2f}", f"{p.realized_pnl:,.2f}", f"{p.unrealized_pnl:,.2f}")
+    out.print(table)
+
+
+@app.command()
+def funds(broker: BrokerOpt) -> None:
+    """Available and used funds at the broker."""
+    try:
+        f = _broker(broker).funds()
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"{broker}: available {f.available:,.2f}, used {f.used:,.2f}" + (f", total {f.total:,.2f}" if f.total is not None else ""))
+
+
 session_app = typer.Typer(help="Broker sessions: status and login.", no_args_is_help=True)
 app.add_typer(session_app, name="session")
 

@@ -38,7 +38,7 @@ def project_root(start: Path | None = None) -> Path:
 class Settings(BaseSettings):
     """Paths and defaults. Override with ``TRADEFLOW_*`` variables or a `.env` file."""
 
-    model_config = SettingsConfigDict(env_prefix="TRADEFLOW_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRADEFLOW_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     store_root: Path = Path("parquet")
     """Root of the Parquet candle store."""
@@ -70,7 +70,7 @@ class BrokerSettings(BaseSettings):
     credentials, from the environment or ``.env``. Secrets are ``SecretStr``: their repr is
     masked, and code must call ``get_secret_value()`` to use one."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     dhan_base_url: str = "https://api.dhan.co/v2"
     dhan_auth_url: str = "https://auth.dhan.co"

@@ -63,3 +63,6 @@ def _ensure_builtin() -> None:
         from .config import settings
 
         register_source("sim", lambda: SimMarket(seed=settings().sim_seed))
+        from .brokers.connect import _register
+
+        _register()

@@ -144,3 +144,18 @@ def test_fetch_from_dhan_windows_and_resumes_after_a_failure(fake_dhan, monkeypa
     assert all(hi - lo <= pd.Timedelta(days=90) for lo, hi in state["asked"])
     report = store.gaps("NIFTY", "1m", "2024-01-01", "2024-04-30")
     assert report.ok and report.bars == report.expected_sessions * 375
+
+
+def test_paper_broker_from_the_command_line_persists_between_commands():
+    res = runner.invoke(app, ["order", "place", "RELIANCE", "--broker", "paper", "--side", "buy", "--qty-lots", "3",
+                              "--type", "limit", "--price", "100", "--tag", "p1"])
+    assert res.exit_code == 0, res.output
+    assert "P000001" in res.output and "OPEN" in res.output
+    listed = runner.invoke(app, ["order", "list", "--broker", "paper"])  # a new process would see the same account
+    assert "P000001" in listed.output
+    cancelled = runner.invoke(app, ["order", "cancel", "P000001", "--broker", "paper"])
+    assert cancelled.exit_code == 0 and "CANCELLED" in cancelled.output
+    index = runner.invoke(app, ["order", "place", "NIFTY", "--broker", "paper", "--side", "buy"])
+    assert index.exit_code == 2 and "is an index and cannot be traded" in index.output
+    funds = runner.invoke(app, ["funds", "--broker", "paper"])
+    assert "available 1,000,000.00" in funds.output

@@ -240,7 +240,7 @@ order_app = typer.Typer(help="Orders at a broker (live brokers need TRADEFLOW_AL
 gtt_app = typer.Typer(help="GTT / forever orders at a broker (live brokers need TRADEFLOW_ALLOW_LIVE=1).", no_args_is_help=True)
 app.add_typer(order_app, name="order")
 app.add_typer(gtt_app, name="gtt")
-BrokerOpt = Annotated[str, typer.Option("--broker", help="dhan or definedge (paper comes with the engine).")]
+BrokerOpt = Annotated[str, typer.Option("--broker", help="paper (the simulated market), dhan or definedge.")]
 
 
 def _broker(name: str, *, orders: bool = False):

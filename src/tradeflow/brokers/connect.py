@@ -41,9 +41,9 @@ def connect(name: str, *, orders: bool = False, instruments=None) -> Broker:
     """
     key = name.strip().lower()
     if key == "paper":
-        raise BrokerError("the paper broker comes with the engine (issue 5); use --broker dhan or definedge for now")
+        return _paper(instruments)
     if key not in LIVE_BROKERS:
-        raise BrokerError(f"unknown broker {name!r}: choose one of {', '.join(LIVE_BROKERS)}")
+        raise BrokerError(f"unknown broker {name!r}: choose one of paper, {', '.join(LIVE_BROKERS)}")
     if orders and not _armed():
         raise LiveNotArmed(
             f"{key} is a live broker: real orders need TRADEFLOW_ALLOW_LIVE=1 in this machine's environment "
@@ -66,6 +66,24 @@ def connect(name: str, *, orders: bool = False, instruments=None) -> Broker:
         definedge_session().keys(), instruments=instruments,
         on_session_expired=lambda: definedge_session(refresh=True).keys(),
     )
+
+
+def _paper(instruments=None) -> Broker:
+    """The paper account (persisted under data/paper/) quoting the simulated market's last
+    closed bar, so a command-line order has a price to be checked and filled against."""
+    from ..config import settings
+    from .paper import PaperBroker
+    from .sim import SimMarket, sim_instruments
+
+    broker = PaperBroker(instruments=instruments if instruments is not None else sim_instruments())
+    sim = SimMarket(seed=settings().sim_seed)
+    now = pd.Timestamp.now(tz="UTC")
+    for inst in broker.instruments():
+        if inst.symbol in sim.symbols():
+            recent = sim.fetch(inst.symbol, Timeframe(1), now - pd.Timedelta(days=10), now)
+            if len(recent):
+                broker.on_quote(inst.symbol, float(recent["close"].iloc[-1]), ts=recent.index[-1])
+    return broker
 
 
 class BrokerSource:

@@ -24,7 +24,7 @@ from ..calendar import IST, calendar_bounds, sessions
 from ..errors import SourceError
 from ..timeframes import ONE_MINUTE, SESSION_MINUTES, Timeframe
 
-__all__ = ["SimMarket", "SimInstrument", "SIM_INSTRUMENTS", "SIM_START"]
+__all__ = ["SimMarket", "SimInstrument", "SIM_INSTRUMENTS", "SIM_START", "sim_instruments"]
 
 SIM_START = dt.date(2015, 1, 1)
 """The simulated market's first day; its random walks start here."""
@@ -181,3 +181,19 @@ def _session_bars(seed: int, inst: SimInstrument, day: dt.date, day_open: float,
 
 def _tick(x: np.ndarray) -> np.ndarray:
     return np.round(np.round(x / _TICK) * _TICK, 2)
+
+
+def sim_instruments() -> list:
+    """The simulated symbols as broker instruments: stock-like ones as NSE equities (lot 1,
+    tick 0.05), index-like ones as indices (quotes only; trade their derivatives)."""
+    from .base import Instrument, InstrumentKind, Segment
+
+    out = []
+    for inst in SIM_INSTRUMENTS.values():
+        if inst.kind == "index":
+            out.append(Instrument(inst.symbol, Segment.NSE_IDX, InstrumentKind.INDEX, name=f"{inst.symbol} (synthetic)",
+                                  broker_ids={"sim": inst.symbol}))
+        else:
+            out.append(Instrument(inst.symbol, Segment.NSE_EQ, InstrumentKind.EQUITY, lot_size=1, tick_size=_TICK,
+                                  name=f"{inst.symbol} (synthetic)", broker_ids={"sim": inst.symbol}))
+    return out

@@ -194,12 +194,7 @@ def gaps(
 
 
 def _plain_table(frame, title: str) -> Table:
-    table = Table(title=title)
-    for col in frame.columns:
-        table.add_column(str(col))
-    for row in frame.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
-    return table
+    return _rows_table(title, tuple(map(str, frame.columns)), ([str(v) for v in row] for row in frame.itertuples(index=False)))
 
 
 def _research(params: Path, kind: str, out_dir: Optional[Path]) -> None:
@@ -266,13 +261,19 @@ def _order_row(o) -> list[str]:
             o.status.value, str(o.filled_quantity), r.tag or "", o.message]
 
 
-def _orders_table(orders, title: str) -> Table:
+def _rows_table(title: str, columns: tuple[str, ...], rows) -> Table:
+    """A rich table of already formatted rows (every command's listing goes through here)."""
     table = Table(title=title)
-    for col in ("id", "symbol", "side", "qty", "type", "price", "trigger", "status", "filled", "tag", "message"):
+    for col in columns:
         table.add_column(col)
-    for o in orders:
-        table.add_row(*_order_row(o))
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def _orders_table(orders, title: str) -> Table:
+    columns = ("id", "symbol", "side", "qty", "type", "price", "trigger", "status", "filled", "tag", "message")
+    return _rows_table(title, columns, (_order_row(o) for o in orders))
 
 
 @order_app.command("place")
@@ -376,13 +377,9 @@ def gtt_list(broker: BrokerOpt) -> None:
         gtts = _broker(broker).gtts()
     except TradeflowError as exc:
         raise _fail(exc) from None
-    table = Table(title=f"{broker} GTTs")
-    for col in ("id", "symbol", "kind", "side", "triggers", "status"):
-        table.add_column(col)
-    for g in gtts:
-        r = g.request
-        table.add_row(g.gtt_id, r.instrument.symbol, r.kind.value, r.side.value, ", ".join(f"{leg.trigger_price:.2f}" for leg in r.legs), g.status)
-    out.print(table)
+    rows = ((g.gtt_id, g.request.instrument.symbol, g.request.kind.value, g.request.side.value,
+             ", ".join(f"{leg.trigger_price:.2f}" for leg in g.request.legs), g.status) for g in gtts)
+    out.print(_rows_table(f"{broker} GTTs", ("id", "symbol", "kind", "side", "triggers", "status"), rows))
 
 
 @gtt_app.command("cancel")
@@ -402,12 +399,9 @@ def positions(broker: BrokerOpt) -> None:
         rows = _broker(broker).positions()
     except TradeflowError as exc:
         raise _fail(exc) from None
-    table = Table(title=f"{broker} positions")
-    for col in ("symbol", "product", "qty", "avg", "realised", "unrealised"):
-        table.add_column(col)
-    for p in rows:
-        table.add_row(p.instrument.symbol, p.product.value, str(p.quantity), f"{p.average_price:.2f}", f"{p.realized_pnl:,.2f}", f"{p.unrealized_pnl:,.2f}")
-    out.print(table)
+    formatted = ((p.instrument.symbol, p.product.value, str(p.quantity), f"{p.average_price:.2f}",
+                  f"{p.realized_pnl:,.2f}", f"{p.unrealized_pnl:,.2f}") for p in rows)
+    out.print(_rows_table(f"{broker} positions", ("symbol", "product", "qty", "avg", "realised", "unrealised"), formatted))
 
 
 @app.command()

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab fetch backtest sweep bench clean help
+.PHONY: setup demo test lab fetch backtest sweep paper kill bench clean help
 
 help:
 	@echo "make setup   create .venv and install tradeflow[dev]"
@@ -14,7 +14,9 @@ help:
 	@echo "make lab     start JupyterLab"
 	@echo "make fetch   fetch a month of simulated NIFTY/BANKNIFTY 1m bars into parquet/"
 	@echo "make backtest  backtest params/backtest_nifty.yaml (make sweep: with its grid)"
-	@echo "make bench   print the benchmarks (store, indicators, sweep)"
+	@echo "make paper   paper-trade NIFTY on the simulated live stream (latest session at 60x when closed)"
+	@echo "make kill    kill switch: every active run cancels, flattens and stops"
+	@echo "make bench   print the benchmarks (store, indicators, sweep, engine)"
 
 setup: $(STAMP)
 
@@ -41,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/indicators.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -50,3 +53,9 @@ backtest: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/tradeflow sweep -p params/backtest_nifty.yaml
+
+paper: $(STAMP)
+	$(BIN)/tradeflow trade -p params/paper_nifty.yaml --feed sim --set when_closed=latest --set speed=60
+
+kill: $(STAMP)
+	$(BIN)/tradeflow kill

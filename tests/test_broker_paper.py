@@ -10,7 +10,7 @@ import pytest
 from tradeflow import costs
 from tradeflow.brokers.base import (
     Broker, BrokerError, GttKind, GttLeg, GttRequest, Instrument, InstrumentKind, InvalidOrder, OptionType,
-    OrderRejected, OrderRequest, OrderStatus, OrderType, Product, Segment, Side,
+    OrderRejected, OrderRequest, OrderStatus, OrderType, Product, Segment, Side, Validity,
 )
 from tradeflow.brokers.paper import PaperBroker
 from tradeflow.feeds import Tick
@@ -322,3 +322,175 @@ def test_persistence_across_instances(path):
     assert b3.positions()[0].realized_pnl == pytest.approx((2600.0 - 2500.05) * 10)
     assert b3.gtts()[0].status == "TRIGGERED"
     b3.close()
+
+
+# ---------------------------------------------------------------------- DAY expiry
+
+NEXT = DAY + pd.Timedelta(days=1)  # 2024-11-06 10:00 IST
+
+
+def test_end_of_day_expires_open_day_orders_and_releases_funds(path):
+    b = PaperBroker(db_path=path, cash=1_000_000.0, clock=Clock())
+    q(b, "RELIANCE", 2500.0)
+    day_order = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    ioc = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0, validity=Validity.IOC))
+    filled = b.place_order(buy())
+    q(b, "RELIANCE", 2500.0, minute=1)  # fills the market order, cancels the IOC
+    assert b.funds().used > 0
+    close = pd.Timestamp("2024-11-05 15:30", tz="Asia/Kolkata")
+    (gone,) = b.end_of_day(close)
+    assert gone.order_id == day_order.order_id and gone.status is OrderStatus.EXPIRED
+    assert gone.message == "expired at the close" and gone.updated_at == close
+    assert [s for _, s in gone.history] == [OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.EXPIRED]
+    assert b.order(ioc.order_id).status is OrderStatus.CANCELLED
+    assert b.order(filled.order_id).status is OrderStatus.FILLED
+    assert b.funds().used == pytest.approx(2500.05 * 10)  # only the position's margin (at the slipped fill) is left
+    assert b.end_of_day(close) == []  # a second call changes nothing
+    q(b, "RELIANCE", 2300.0, minute=2)  # an expired order never fills
+    assert b.order(day_order.order_id).status is OrderStatus.EXPIRED and len(b.trades()) == 1
+    b.close()
+    b2 = PaperBroker(db_path=path)
+    assert b2.order(day_order.order_id).status is OrderStatus.EXPIRED
+    b2.close()
+
+
+def test_end_of_day_keeps_orders_placed_after_its_date(path):
+    clock = Clock()
+    b = PaperBroker(db_path=path, clock=clock)
+    q(b, "RELIANCE", 2500.0)
+    clock.t = NEXT
+    tomorrow = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    assert b.end_of_day(DAY.replace(hour=15, minute=30)) == []
+    assert b.order(tomorrow.order_id).status is OrderStatus.OPEN
+    (gone,) = b.end_of_day(pd.Timestamp("2024-11-06 10:00:30", tz="UTC"))  # 15:30:30 IST on the 6th
+    assert gone.order_id == tomorrow.order_id
+    b.close()
+
+
+def test_end_of_day_needs_a_time_zone(broker):
+    with pytest.raises(BrokerError, match="no time zone"):
+        broker.end_of_day(pd.Timestamp("2024-11-05 15:30"))
+
+
+def test_day_order_expires_on_the_next_days_first_quote_before_it_could_fill(path):
+    clock = Clock()
+    b = PaperBroker(db_path=path, clock=clock)
+    q(b, "RELIANCE", 2500.0)
+    stale = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    late = b.place_order(buy())  # placed after the last quote of the day: never filled that day
+    b.on_quote("RELIANCE", 2300.0, ts=NEXT)  # would fill both, but a new IST date came first
+    for oid in (stale.order_id, late.order_id):
+        o = b.order(oid)
+        assert o.status is OrderStatus.EXPIRED and o.message == "expired at the close of 2024-11-05"
+        assert o.updated_at == NEXT
+    assert b.trades() == [] and b.funds().used == 0
+    clock.t = NEXT
+    fresh = b.place_order(buy(order_type=OrderType.LIMIT, price=2300.0))  # today's orders work as before
+    b.on_quote("RELIANCE", 2299.0, ts=NEXT + pd.Timedelta(minutes=1))
+    assert b.order(fresh.order_id).status is OrderStatus.FILLED
+    b.close()
+
+
+def test_a_quote_of_any_symbol_on_a_later_date_expires_yesterdays_day_orders(path):
+    b = PaperBroker(db_path=path, clock=Clock())
+    q(b, "RELIANCE", 2500.0)
+    q(b, "NIFTY24DECFUT", 24000.0)
+    o = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    ioc = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0, validity=Validity.IOC))
+    q(b, "NIFTY24DECFUT", 24010.0, minute=30)  # same day: nothing expires
+    assert b.order(o.order_id).status is OrderStatus.OPEN
+    b.on_quote("NIFTY24DECFUT", 24020.0, ts=NEXT)
+    assert b.order(o.order_id).status is OrderStatus.EXPIRED
+    assert b.order(ioc.order_id).status is OrderStatus.OPEN  # only DAY orders expire
+    b.close()
+
+
+def test_quotes_after_the_close_on_the_same_day_do_not_expire(path):
+    b = PaperBroker(db_path=path, clock=Clock())
+    q(b, "RELIANCE", 2500.0)
+    o = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    b.on_quote("RELIANCE", 2450.0, ts=pd.Timestamp("2024-11-05 23:59:59", tz="Asia/Kolkata"))
+    assert b.order(o.order_id).status is OrderStatus.OPEN
+    b.on_quote("RELIANCE", 2450.0, ts=pd.Timestamp("2024-11-05 18:30", tz="UTC"))  # 00:00 IST on the 6th
+    assert b.order(o.order_id).status is OrderStatus.EXPIRED
+    b.close()
+
+
+def test_day_orders_expire_after_a_restart_and_gtt_orders_by_their_trigger_date(path):
+    b = PaperBroker(db_path=path, clock=Clock())
+    q(b, "RELIANCE", 2500.0)
+    o = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    g = b.place_gtt(GttRequest(REL, Side.BUY, GttKind.SINGLE, (GttLeg(2550.0, 2500.0, 5),), Product.INTRADAY))
+    q(b, "RELIANCE", 2551.0, minute=5)  # the GTT places a LIMIT 2500 that rests
+    placed = b.gtt_order(g.gtt_id)
+    assert placed.status is OrderStatus.OPEN
+    b.close()
+    b2 = PaperBroker(db_path=path, clock=Clock())
+    b2.on_quote("RELIANCE", 2300.0, ts=NEXT)
+    assert b2.order(o.order_id).status is OrderStatus.EXPIRED
+    assert b2.order(placed.order_id).status is OrderStatus.EXPIRED and b2.trades() == []
+    b2.close()
+
+
+def test_modify_keeps_the_placement_date(path):
+    clock = Clock()
+    b = PaperBroker(db_path=path, clock=clock)
+    q(b, "RELIANCE", 2500.0)
+    o = b.place_order(buy(order_type=OrderType.LIMIT, price=2400.0))
+    clock.t = NEXT
+    b.modify_order(o.order_id, price=2410.0)  # modified on the 6th, placed on the 5th
+    b.on_quote("RELIANCE", 2450.0, ts=NEXT + pd.Timedelta(minutes=1))
+    assert b.order(o.order_id).status is OrderStatus.EXPIRED
+    b.close()
+
+
+# ---------------------------------------------------------------------- the per-symbol book and quotes out
+
+
+def test_same_symbol_orders_fill_in_placement_order_and_others_wait(broker):
+    q(broker, "RELIANCE", 2500.0)
+    q(broker, "NIFTY24DECFUT", 24000.0)
+    a = broker.place_order(buy(qty=1))
+    f = broker.place_order(buy(FUT, 25, product=Product.MARGIN, order_type=OrderType.LIMIT, price=23900.0))
+    c = broker.place_order(buy(qty=2, order_type=OrderType.LIMIT, price=2500.0))
+    d = broker.place_order(sell(qty=3))
+    q(broker, "RELIANCE", 2500.0, minute=1)
+    assert [t.order_id for t in broker.trades()] == [a.order_id, c.order_id, d.order_id]
+    assert broker.order(f.order_id).status is OrderStatus.OPEN
+    q(broker, "NIFTY24DECFUT", 23890.0, minute=2)
+    assert broker.order(f.order_id).status is OrderStatus.FILLED
+
+
+def test_on_tick_takes_the_fast_path_and_the_checked_one(broker):
+    broker.on_tick(Tick("RELIANCE", DAY, 2500.0))
+    o = broker.place_order(buy())
+    broker.on_tick(Tick("RELIANCE", DAY + pd.Timedelta(minutes=1), 2510.0))
+    assert broker.order(o.order_id).average_price == pytest.approx(2510.05)
+
+    class Naive:  # not a feeds.Tick: checked like on_quote
+        symbol, price, ts = "RELIANCE", 2500.0, pd.Timestamp("2024-11-05 10:05")
+
+    with pytest.raises(BrokerError, match="no time zone"):
+        broker.on_tick(Naive())
+    Naive.ts, Naive.price = DAY + pd.Timedelta(minutes=2), float("nan")
+    with pytest.raises(BrokerError, match="positive number"):
+        broker.on_tick(Naive())
+    Naive.price = 2520
+    broker.on_tick(Naive())
+    assert broker.last_quote("RELIANCE").last_price == 2520.0
+
+
+def test_last_quote(broker, path):
+    assert broker.last_quote("RELIANCE") is None
+    q(broker, "RELIANCE", 2500.0, bid=2499.95, ask=2500.05)
+    lq = broker.last_quote("RELIANCE")
+    assert lq.instrument == REL and (lq.last_price, lq.bid, lq.ask) == (2500.0, 2499.95, 2500.05)
+    assert lq.time == DAY and str(lq.time.tz) == "UTC"
+    assert broker.last_quote(REL) == lq == broker.quote([REL])["RELIANCE"]
+    assert broker.last_quote("TCS") is None
+    broker.on_quote("TCS", 4000.0, ts=DAY)  # quoted, but no instrument known: a stand-in, never an error
+    stand_in = broker.last_quote("TCS")
+    assert stand_in.last_price == 4000.0 and stand_in.instrument.symbol == "TCS"
+    assert stand_in.instrument.name == "(not known to the paper broker)"
+    tcs = Instrument("TCS", Segment.NSE_EQ, InstrumentKind.EQUITY, tick_size=0.1)
+    assert broker.last_quote(tcs).instrument is tcs

@@ -21,7 +21,7 @@ app = typer.Typer(
 out = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
 err = Console(stderr=True, soft_wrap=True, width=None if Console(stderr=True).is_terminal else 200)
 
-DEMO_NOTEBOOKS = ("10_history", "20_backtest")
+DEMO_NOTEBOOKS = ("10_history", "20_backtest", "30_trade")
 """Notebooks ``tradeflow demo`` runs, in order (later issues add theirs)."""
 
 
@@ -485,6 +485,101 @@ def demo(
     except TradeflowError as exc:
         raise _fail(exc) from None
     out.print("[bold green]demo done[/] — open the HTML files above, or `make lab` to explore")
+
+
+@app.command()
+def trade(
+    params: Annotated[Path, typer.Option("--params", "-p", help="Run parameters, e.g. params/paper_nifty.yaml.")],
+    replay_date: Annotated[Optional[str], typer.Option(help="Paper on a past day: replay it (sets feed: replay).")] = None,
+    feed: Annotated[Optional[str], typer.Option(help="replay, sim, broker or poll (overrides the file).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Stop at this IST time, e.g. 11:30.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Resume or name a run (default: name-date-params hash).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run even if today's run with these parameters exists.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a parameter: --set speed=60 --set when_closed=latest.")] = None,
+) -> None:
+    """Run the strategy in paper (default) or live mode; a restart of the same run resumes it."""
+    import yaml
+
+    from .trading import load_trade_config, run_trade
+
+    try:
+        if not params.is_file():
+            raise TradeflowError(f"parameter file {params} not found")
+        data = yaml.safe_load(params.read_text()) or {}
+        for key, value in (("replay_date", replay_date), ("feed", feed), ("until", until), ("run_id", run_id)):
+            if value is not None:
+                data[key] = value
+        if replay_date is not None and feed is None:
+            data["feed"] = "replay"
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise TradeflowError(f"--set {item!r}: write it as name=value, e.g. --set speed=60")
+            data[key.strip()] = yaml.safe_load(value)
+        cfg = load_trade_config(data)
+        last = {"line": ""}
+
+        def status(st) -> None:
+            line = st.line()
+            if line != last["line"]:
+                last["line"] = line
+                err.print(line, highlight=False, markup=False)
+
+        result = run_trade(cfg, on_status=status, fresh=fresh, progress=True)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(f"run {result.run_id}: {result.status}; {result.summary}", highlight=False, markup=False)
+    if len(result.trades):
+        out.print(_plain_table(result.trades.round({c: 2 for c in ("entry_price", "exit_price", "gross_pnl", "charges", "net_pnl")}), "trades"))
+    out.print(f"files: {result.run_dir}")
+    if result.status == "failed":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def kill(run_id: Annotated[Optional[str], typer.Argument(help="One run; default: every active run.")] = None) -> None:
+    """Kill switch: active runs cancel their open orders, flatten their positions and stop."""
+    from .trading import request_kill
+
+    hit = request_kill(run_id)
+    if not hit:
+        out.print("no active run" + (f" named {run_id}" if run_id else "") + " to kill")
+        raise typer.Exit(code=1)
+    for info in hit:
+        out.print(f"kill requested: {info['run_id']} (pid {info['pid']}, folder {info['run_dir']})")
+
+
+@app.command()
+def compare(run_id: Annotated[str, typer.Argument(help="A paper or live run id (see `tradeflow runs`).")]) -> None:
+    """A run's trades beside the backtest's on the same days and parameters, with the differences."""
+    from .trading import compare_run
+
+    try:
+        table = compare_run(run_id)
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    if table.empty:
+        out.print("no trades in the run or the backtest for its days")
+        return
+    cols = ["bar", "status", "side_run", "side_bt", "exit_reason_run", "exit_reason_bt", "exit_bar_diff_min",
+            "entry_price_diff", "exit_price_diff", "net_pnl_run", "net_pnl_bt"]
+    numeric = ("exit_bar_diff_min", "entry_price_diff", "exit_price_diff", "net_pnl_run", "net_pnl_bt")
+    out.print(_plain_table(table[cols].round({c: 2 for c in numeric}), f"{run_id}: run vs backtest"))
+    counts = table["status"].value_counts().to_dict()
+    out.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+@app.command()
+def runs() -> None:
+    """Paper and live runs in the journal, newest last."""
+    from .journal import Journal
+
+    try:
+        with Journal(read_only=True) as journal:
+            table = journal.runs()
+    except TradeflowError as exc:
+        raise _fail(exc) from None
+    out.print(_plain_table(table, "runs"))
 
 
 if __name__ == "__main__":  # pragma: no cover

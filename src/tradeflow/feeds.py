@@ -63,8 +63,11 @@ def _utc(ts: object, what: str) -> pd.Timestamp:
     return out.tz_convert("UTC")
 
 
+_IST_TZ = pd.Timestamp(0, tz=IST).tzinfo  # the zone object once: a zone name is parsed on every use
+
+
 def _ist(ns: int) -> pd.Timestamp:
-    return pd.Timestamp(ns, unit="ns", tz="UTC").tz_convert(IST)
+    return pd.Timestamp(ns, tz=_IST_TZ)
 
 
 def _bucket(ns: int, minutes_ns: int) -> tuple[int, int] | None:

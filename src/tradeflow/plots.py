@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["candlestick", "use_notebook_renderer", "strategy_chart", "equity_chart", "sweep_heatmap", "walk_forward_chart"]
+__all__ = ["candlestick", "use_notebook_renderer", "strategy_chart", "equity_chart", "sweep_heatmap", "walk_forward_chart", "run_chart"]
 
 
 def use_notebook_renderer() -> None:
@@ -112,4 +112,27 @@ def walk_forward_chart(result) -> go.Figure:
     colours = ["#2ca02c" if v >= 0 else "#d62728" for v in w["oos_net_pnl"]]
     fig.add_trace(go.Bar(x=w["out_of_sample"], y=w["oos_net_pnl"], marker_color=colours, name="window P&L"), row=2, col=1)
     fig.update_layout(height=600, template="plotly_white", showlegend=False)
+    return fig
+
+
+def run_chart(signals: pd.DataFrame, trades: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """A paper/live run: its signal bars (from the journal) with SuperTrend, and its fills."""
+    if signals.empty:
+        raise ValueError("the run has no closed bars yet: nothing to chart")
+    bars = signals.set_index(pd.DatetimeIndex(pd.to_datetime(signals["bar_ts"], utc=True)).tz_convert("Asia/Kolkata"))
+    fig = go.Figure(go.Candlestick(x=bars.index, open=bars["open"], high=bars["high"], low=bars["low"],
+                                   close=bars["close"], name="price"))
+    for direction, colour, name in ((1.0, "#2ca02c", "SuperTrend up"), (-1.0, "#d62728", "SuperTrend down")):
+        line = bars["st_line"].where(bars["st_dir"] == direction)
+        fig.add_trace(go.Scatter(x=bars.index, y=line, mode="lines", line={"color": colour, "width": 1.5}, name=name))
+    if len(trades):
+        for side, marker, colour in (("long", "triangle-up", "#2ca02c"), ("short", "triangle-down", "#d62728")):
+            t = trades[trades["side"] == side]
+            fig.add_trace(go.Scatter(x=t["entry_time"], y=t["entry_price"], mode="markers", name=f"{side} entry",
+                                     marker={"symbol": marker, "size": 11, "color": colour}))
+        done = trades[trades["exit_time"].notna()]
+        fig.add_trace(go.Scatter(x=done["exit_time"], y=done["exit_price"], mode="markers", name="exit",
+                                 text=done["exit_reason"], marker={"symbol": "x", "size": 9, "color": "#444"}))
+    fig.update_layout(title=title, xaxis_rangeslider_visible=False, height=520, template="plotly_white")
+    fig.update_xaxes(rangebreaks=[{"bounds": [15.5, 9.25], "pattern": "hour"}, {"bounds": ["sat", "mon"]}])
     return fig

@@ -542,11 +542,51 @@ class Stepper:
         self._p = params.vector_tuple()
         self._st, self._mc, self._hst, self._agg, self._s = _states(params)
         self.last_ts: pd.Timestamp | None = None
+        self._last_ns: int | None = None
 
     @property
     def position(self) -> int:
         """The strategy's own view: +1, -1 or 0 after the fills of the last bar seen."""
         return int(self._s[_S_POS])
+
+    @property
+    def realized_points(self) -> float:
+        """Points per unit realised today by the strategy's own account (for ``max_daily_loss``)."""
+        return float(self._s[_S_REALIZED])
+
+    def sync_exit(self, price: float | None, entry_ref: float | None = None) -> None:
+        """The engine left (or never got) the position outside the bar-close rules: follow it.
+
+        A tick-time stop, a kill or a failed exit retry closes at ``price`` (the move from the
+        entry reference is booked against ``max_daily_loss`` and the cooldown starts as if the
+        exit had been decided at the close of the bar in progress). ``price=None`` means the
+        entry never filled (rejected or cancelled): the stepper just goes flat. ``entry_ref``
+        is the engine's entry reference, used when the stepper has not applied the fill yet
+        (it does that at the next bar).
+        """
+        s = self._s
+        pos = s[_S_POS] if s[_S_POS] != 0.0 else s[_S_PEND_ENTRY]
+        ref = s[_S_ENTRY] if s[_S_POS] != 0.0 else entry_ref
+        if price is not None and pos != 0.0 and ref is not None:
+            s[_S_REALIZED] += pos * (price - ref)
+            s[_S_SINCE_EXIT] = -1.0  # the next bar's step makes it 0, as for an exit decided at this bar
+            if s[_S_REALIZED] <= -self._p[_P_MAX_LOSS]:
+                s[_S_STOPPED] = 1.0
+        s[_S_POS] = 0.0
+        s[_S_PEND_ENTRY] = 0.0
+        s[_S_PEND_EXIT] = 0.0
+
+    def adopt(self, direction: int, entry_ref: float) -> None:
+        """After a restart the broker still holds a position: the strategy holds it too, from
+        ``entry_ref`` (its stops, targets and reversal exits then apply; the trailing stop's
+        best price restarts at ``entry_ref``)."""
+        s = self._s
+        s[_S_POS] = float(direction)
+        s[_S_ENTRY] = float(entry_ref)
+        s[_S_BEST] = float(entry_ref)
+        s[_S_HELD] = 0.0
+        s[_S_PEND_ENTRY] = 0.0
+        s[_S_PEND_EXIT] = 0.0
 
     def warm_up(self, candles: pd.DataFrame) -> "Stepper":
         for ts, row in zip(candles.index, candles[["open", "high", "low", "close"]].to_numpy(dtype=np.float64)):
@@ -561,6 +601,24 @@ class Stepper:
             raise ParameterError(f"bar {stamp} has a NaN price")
         return self._step(pd.Timestamp(stamp), *values, allow=True)
 
+    def on_bar_ns(self, ts: pd.Timestamp, start_ns: int, o: float, h: float, low: float, c: float) -> Decision:
+        """The engine's fast path: ``start_ns`` is the bar start as UTC nanoseconds (``ts`` the same
+        instant, only carried into the Decision); checks and clock arithmetic stay in integers."""
+        if self._last_ns is not None and start_ns <= self._last_ns:
+            raise ParameterError(f"bar {ts} is not after the previous bar {self.last_ts}: feed bars in time order")
+        local = start_ns + _IST_US * 1000
+        day, in_day = divmod(local, _DAY_US * 1000)
+        minute, rest = divmod(in_day, _MIN_US * 1000)
+        if (minute - _OPEN_MIN) % self.params.timeframe or rest:
+            raise ParameterError(f"bar {ts} is not on the {self.params.timeframe}-minute grid from 09:15")
+        if not (o == o and h == h and low == low and c == c):
+            raise ParameterError(f"bar {ts} has a NaN price")
+        e, r, line, d, m, sig, hd = _bar_step(
+            self._st, self._mc, self._hst, self._agg, self._s, self._p, o, h, low, c, float(minute), float(day), True
+        )
+        self.last_ts, self._last_ns = ts, start_ns
+        return Decision(ts, int(e), EXIT_REASONS[int(r)], line, d, m, sig, hd)
+
     def _step(self, ts: pd.Timestamp, o: float, h: float, low: float, c: float, *, allow: bool) -> Decision:
         if self.last_ts is not None and ts <= self.last_ts:
             raise ParameterError(f"bar {ts} is not after the previous bar {self.last_ts}: feed bars in time order")
@@ -574,5 +632,5 @@ class Stepper:
         e, r, line, d, m, sig, hd = _bar_step(
             self._st, self._mc, self._hst, self._agg, self._s, self._p, o, h, low, c, float(minute), day, allow
         )
-        self.last_ts = ts
+        self.last_ts, self._last_ns = ts, int(ts.value)
         return Decision(ts, int(e), EXIT_REASONS[int(r)], line, d, m, sig, hd)

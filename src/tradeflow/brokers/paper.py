@@ -21,8 +21,26 @@ never fills on the tick during which it was placed, nor on a quote received befo
 * SL triggers when the last price crosses the trigger (buy: last >= trigger; sell: last <=
   trigger), then behaves as a LIMIT at ``price`` from that same tick on.
 * SL_M triggers the same way and fills on the triggering tick as a MARKET order.
-* IOC orders that cannot fill on their first tick are cancelled. There are no partial fills,
-  no DAY expiry at the close and no intraday square-off (yet).
+* IOC orders that cannot fill on their first tick are cancelled.
+* Partial fills are not modelled: an order fills in full on one tick or not at all (no
+  volume or depth is consulted). There is no intraday square-off (yet).
+
+DAY orders do not live past their session. An OPEN order with ``Validity.DAY`` becomes
+EXPIRED (message "expired at the close"), its reserve released:
+
+* at the close, when :meth:`PaperBroker.end_of_day` is called with a time on (or after) the
+  IST date it was placed (for the engine, or a notebook, to call once the session is over);
+* lazily, when any quote arrives on a later IST date than the order's placement (message
+  "expired at the close of <date>"), before that quote is evaluated, so an order the close
+  was never reported for cannot fill on the next morning's prices.
+
+An order's placement time is the first time in its status history: the ``clock`` for orders
+placed by :meth:`~PaperBroker.place_order`, the triggering quote's time for GTT orders. A
+replay of old quotes should therefore pass a ``clock`` that follows the replay.
+
+Cost of a quote: the book keeps OPEN orders and ACTIVE GTTs indexed by symbol, so a tick
+costs the quote update plus the work on that symbol's own open orders and GTTs; a tick of a
+symbol with none (the usual case) is a dictionary update of about a microsecond.
 
 Charges are :func:`tradeflow.costs.charges` for the fill (segment from the instrument and
 product, side, fill price, quantity, the fill's IST date, brokerage schedule ``brokerage``),
@@ -51,6 +69,11 @@ returns; a failed write is rolled back, the in-memory state is reloaded from the
 the next change (or :meth:`PaperBroker.flush` / :meth:`PaperBroker.close`), so a tick stream
 does not pay a disk write per tick. A new ``PaperBroker`` on the same file sees the same
 account (its ``cash`` argument is then ignored). One process at a time may open the file.
+
+With ``writer=`` (a :class:`tradeflow._writer.Writer` shared with the engine's journal) each
+change is still one transaction, but it is queued to that writer's thread instead of waiting
+for the disk, in order with the journal's writes; a failed write then stops the account (every
+later call raises ``BrokerError``) rather than rolling back.
 """
 
 from __future__ import annotations
@@ -66,6 +89,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import costs
+from ..calendar import IST_OFFSET
+from .._writer import Writer
 from ..config import settings
 from .base import (
     Funds,
@@ -102,6 +127,18 @@ MARGIN_RATE = 0.15
 """Futures margin (and sold-option margin on strike) as a fraction of notional."""
 
 _IST = "Asia/Kolkata"
+_UTC = pd.Timestamp(0, tz="UTC").tzinfo
+_INF = math.inf
+_DAY_NS = 86_400 * 1_000_000_000
+_IST_NS = int(IST_OFFSET.total_seconds()) * 1_000_000_000
+_UNKNOWN = "(not known to the paper broker)"
+_NEVER = 1 << 62  # an expiry instant (UTC ns) that never comes: IOC orders, an empty book
+
+
+def _next_ist_midnight(ns: int) -> int:
+    """The UTC instant (ns) at which the IST date holding the UTC instant ``ns`` ends."""
+    local = ns + _IST_NS
+    return local - local % _DAY_NS + _DAY_NS - _IST_NS
 
 _SEGMENT_BY_KIND = {
     InstrumentKind.FUTIDX: costs.Segment.INDEX_FUTURES,
@@ -213,6 +250,7 @@ class _Book:
     tick_seen: int  # the symbol's tick counter when accepted: only later ticks may fill it
     reserve: float = 0.0  # money blocked while the order is open
     triggered: bool = False  # SL / SL_M: the trigger has been crossed
+    expires: int = _NEVER  # DAY orders: the UTC ns at which the IST date of placement ends
 
 
 @dataclass
@@ -232,7 +270,7 @@ class _GttBook:
     leg: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Last:
     last: float
     bid: float | None
@@ -282,6 +320,7 @@ class PaperBroker:
         clock: Callable[[], pd.Timestamp] | None = None,
         margin_rate: float = MARGIN_RATE,
         brokerage: str = "dhan",
+        writer: "Writer | None" = None,
     ) -> None:
         import duckdb
 
@@ -299,6 +338,7 @@ class PaperBroker:
         self._segment_for = segment_for or costs_segment
         self._clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
         self._lock = threading.RLock()
+        self._writer = writer
         self._given = list(instruments)
         try:
             self._db = duckdb.connect(str(self.db_path))
@@ -346,6 +386,16 @@ class PaperBroker:
         for symbol, body in db.execute("SELECT symbol, body FROM quotes").fetchall():
             d = json.loads(body)
             self._quotes[symbol] = _Last(d["last"], d["bid"], d["ask"], pd.Timestamp(d["ts"]), 0)
+        # the indexes a tick works from: OPEN orders and ACTIVE GTTs by symbol, in placement order
+        self._open: dict[str, dict[str, _Book]] = {}
+        self._expiry_floor = _NEVER  # never later than the earliest ``expires`` of an open order
+        for b in self._orders.values():
+            if b.order.status is OrderStatus.OPEN:
+                self._index(b)
+        self._active: dict[str, dict[str, _GttBook]] = {}
+        for gid, g in self._gtts.items():
+            if g.gtt.status == "ACTIVE":
+                self._active.setdefault(g.gtt.request.instrument.symbol, {})[gid] = g
         self._dirty_orders: set[str] = set()
         self._dirty_positions: set[str] = set()
         self._dirty_gtts: set[str] = set()
@@ -361,36 +411,40 @@ class PaperBroker:
             return
         db = self._db
         try:
-            db.execute("BEGIN TRANSACTION")
+            rows: dict[str, list[list]] = {"orders": [], "trades": [], "positions": [], "gtts": [], "quotes": [], "meta": []}
             for oid in self._dirty_orders:
                 b = self._orders[oid]
                 body = {"order": _order_to(b.order), "tick_seen": b.tick_seen, "reserve": b.reserve,
                         "triggered": b.triggered}
-                db.execute("INSERT OR REPLACE INTO orders VALUES (?, ?, ?)", [oid, b.seq, json.dumps(body)])
+                rows["orders"].append([oid, b.seq, json.dumps(body)])
             for idx in self._new_trades:
                 trade, d = self._trades[idx]
-                db.execute("INSERT OR REPLACE INTO trades VALUES (?, ?, ?)", [trade.trade_id, idx, json.dumps(d)])
+                rows["trades"].append([trade.trade_id, idx, json.dumps(d)])
             for key in self._dirty_positions:
                 p = self._positions[key]
                 body = {"instrument": _inst_to(p.instrument), "product": p.product.value, "quantity": p.quantity,
                         "average_price": p.average_price, "realized": p.realized}
-                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", [key, json.dumps(body)])
+                rows["positions"].append([key, json.dumps(body)])
             for gid in self._dirty_gtts:
                 g = self._gtts[gid]
                 body = {"gtt_id": gid, "request": _gtt_req_to(g.gtt.request), "status": g.gtt.status,
                         "directions": list(g.directions), "order_id": g.order_id, "leg": g.leg}
-                db.execute("INSERT OR REPLACE INTO gtts VALUES (?, ?, ?)", [gid, int(gid[1:]), json.dumps(body)])
+                rows["gtts"].append([gid, int(gid[1:]), json.dumps(body)])
             for symbol in self._dirty_quotes:
                 q = self._quotes[symbol]
                 body = {"last": q.last, "bid": q.bid, "ask": q.ask, "ts": _ts(q.ts)}
-                db.execute("INSERT OR REPLACE INTO quotes VALUES (?, ?)", [symbol, json.dumps(body)])
+                rows["quotes"].append([symbol, json.dumps(body)])
             meta = {"cash": repr(self._cash), **{f"next_{k}": str(v) for k, v in self._counters.items()}}
-            for key, value in meta.items():
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-            db.execute("COMMIT")
+            rows["meta"] = [[key, value] for key, value in meta.items()]
+            if self._writer is not None:
+                # the engine's mode: written in order with the journal by the shared writer thread
+                self._writer.submit(lambda: self._write_rows(rows))
+            else:
+                self._write_rows(rows)
         except Exception as exc:
             try:
-                db.execute("ROLLBACK")
+                if self._writer is None:
+                    db.execute("ROLLBACK")
             finally:
                 self._load()
             raise BrokerError(
@@ -402,16 +456,35 @@ class PaperBroker:
         self._dirty_quotes.clear()
         self._new_trades.clear()
 
+    def _write_rows(self, rows: dict[str, list[list]]) -> None:
+        db = self._db
+        db.execute("BEGIN TRANSACTION")
+        try:
+            # one multi-row statement per table: DuckDB pays about a millisecond per statement
+            for table, values in rows.items():
+                if values:
+                    marks = ", ".join(["(" + ", ".join(["?"] * len(values[0])) + ")"] * len(values))
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES {marks}", [v for row in values for v in row])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def flush(self) -> None:
         """Write quotes that changed nothing else (everything else is already on disk)."""
         with self._lock:
             self._commit()
+            if self._writer is not None:
+                self._writer.sync()
+                self._check_open()
 
     def close(self) -> None:
         """Flush and close the database file (another ``PaperBroker`` may then open it)."""
         with self._lock:
             if self._db is not None:
                 self._commit()
+                if self._writer is not None:
+                    self._writer.sync()
                 self._db.close()
                 self._db = None
 
@@ -430,33 +503,113 @@ class PaperBroker:
 
     def on_tick(self, tick) -> None:
         """Take one ``feeds.Tick`` (last price only: bid and ask become unknown) and run the book."""
-        self.on_quote(tick.symbol, tick.price, ts=tick.ts)
+        ts, price = tick.ts, tick.price
+        # a feeds.Tick is already checked (UTC pd.Timestamp, positive finite float): skip the checks
+        if type(ts) is pd.Timestamp and ts.tzinfo is _UTC and type(price) is float and 0.0 < price < _INF:
+            self._take(tick.symbol, price, None, None, ts)
+        else:
+            self.on_quote(tick.symbol, price, ts=ts)
 
     def on_quote(self, symbol: str, last: float, bid: float | None = None, ask: float | None = None,
                  ts: pd.Timestamp | None = None) -> None:
-        """Take a quote for ``symbol``, then fill or trigger its open orders and GTTs."""
+        """Take a quote for ``symbol``, then fill or trigger its open orders and GTTs.
+
+        ``ts`` (default: the ``clock``) must be tz-aware. Open DAY orders placed on an earlier
+        IST date than ``ts`` are expired first (see the module docstring).
+        """
         for name, value in (("last", last), ("bid", bid), ("ask", ask)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise BrokerError(f"{symbol}: quote {name} must be a positive number, got {value!r}")
+        self._take(symbol, float(last), None if bid is None else float(bid), None if ask is None else float(ask),
+                   self._utc(ts, f"{symbol}: quote time"))
+
+    def _utc(self, ts, what: str) -> pd.Timestamp:
+        if type(ts) is pd.Timestamp and ts.tzinfo is _UTC:
+            return ts
         stamp = pd.Timestamp(ts) if ts is not None else self._clock()
         if stamp.tzinfo is None:
-            raise BrokerError(f"{symbol}: quote time {stamp} has no time zone; give a UTC or IST timestamp")
-        stamp = stamp.tz_convert("UTC")
+            raise BrokerError(f"{what} {stamp} has no time zone; give a UTC or IST timestamp")
+        return stamp.tz_convert("UTC")
+
+    def _take(self, symbol: str, last: float, bid: float | None, ask: float | None, stamp: pd.Timestamp) -> None:
+        """The quote path after checks: ``stamp`` is a UTC ``pd.Timestamp``, prices positive floats."""
         with self._lock:
-            self._check_open()
+            if self._db is None:
+                self._check_open()
             prev = self._quotes.get(symbol)
-            count = (prev.count if prev else 0) + 1
-            q = _Last(float(last), None if bid is None else float(bid), None if ask is None else float(ask), stamp, count)
+            q = _Last(last, bid, ask, stamp, 1 if prev is None else prev.count + 1)
             self._quotes[symbol] = q
             self._dirty_quotes.add(symbol)
-            self._run_orders(symbol, q)
-            self._run_gtts(symbol, q)
+            if stamp.value >= self._expiry_floor:
+                self._expire(stamp.value, stamp, None)
+            book = self._open.get(symbol)
+            if book:
+                self._run_orders(book, q)
+            gtts = self._active.get(symbol)
+            if gtts:
+                self._run_gtts(gtts, q)
             if self._dirty_orders or self._dirty_gtts or self._new_trades:
                 self._commit()
+
+    # ------------------------------------------------------------------ the open-order index and DAY expiry
+
+    def _index(self, b: _Book) -> None:
+        """Add an OPEN order to the per-symbol index (after every order already there: placement order)."""
+        o = b.order
+        self._open.setdefault(o.request.instrument.symbol, {})[o.order_id] = b
+        if o.request.validity is Validity.DAY:
+            b.expires = _next_ist_midnight(pd.Timestamp(o.history[0][0]).value)
+            if b.expires < self._expiry_floor:
+                self._expiry_floor = b.expires
+
+    def _unindex(self, b: _Book) -> None:
+        """Drop an order that stopped being OPEN from the index."""
+        symbol = b.order.request.instrument.symbol
+        book = self._open.get(symbol)
+        if book is not None:
+            book.pop(b.order.order_id, None)
+            if not book:
+                del self._open[symbol]
+
+    def _expire(self, upto: int, at: pd.Timestamp, message: str | None) -> list[Order]:
+        """Expire the open DAY orders whose placement date ended at or before ``upto`` (UTC ns)."""
+        due = sorted((b for book in self._open.values() for b in book.values() if b.expires <= upto),
+                     key=lambda b: b.seq)
+        for b in due:
+            o = b.order
+            if message is None:
+                placed = pd.Timestamp(o.history[0][0]).tz_convert(_IST).date()
+                text = f"expired at the close of {placed.isoformat()}"
+            else:
+                text = message
+            b.order = advance(o, OrderStatus.EXPIRED, at=at, message=text)
+            b.reserve = 0.0
+            self._dirty_orders.add(o.order_id)
+            self._unindex(b)
+        self._expiry_floor = min((b.expires for book in self._open.values() for b in book.values()), default=_NEVER)
+        return [b.order for b in due]
+
+    def end_of_day(self, ts: pd.Timestamp | None = None) -> list[Order]:
+        """The session is over: expire every OPEN DAY order placed on or before the IST date of
+        ``ts`` (default: the ``clock``), releasing its reserve; returns them in placement order.
+
+        IOC orders, GTTs and positions are untouched (there is no intraday square-off). Calling
+        it again, or for a date with no open DAY order, changes nothing.
+        """
+        with self._lock:
+            self._check_open()
+            stamp = self._utc(ts, "end_of_day: the close time")
+            expired = self._expire(_next_ist_midnight(stamp.value), stamp, "expired at the close")
+            if expired:
+                self._commit()
+            return expired
 
     def _check_open(self) -> None:
         if self._db is None:
             raise BrokerError("this paper broker is closed; create a new PaperBroker on the same file")
+        if self._writer is not None and self._writer.failed is not None:
+            raise BrokerError(f"the paper account {self.db_path} could not be saved ({self._writer.failed}); "
+                              "the run must stop (the file holds the account up to the failed write)")
 
     def _market_price(self, inst: Instrument, side: Side, q: _Last) -> float:
         if side is Side.BUY and q.ask is not None:
@@ -484,18 +637,21 @@ class PaperBroker:
             return max(limit, last)
         return None
 
-    def _run_orders(self, symbol: str, q: _Last) -> None:
-        for b in sorted(self._orders.values(), key=lambda b: b.seq):
-            o = b.order
-            if o.status is not OrderStatus.OPEN or o.request.instrument.symbol != symbol or b.tick_seen >= q.count:
+    def _run_orders(self, book: dict[str, _Book], q: _Last) -> None:
+        """Evaluate one symbol's OPEN orders (``book``, in placement order) against its quote ``q``."""
+        count = q.count
+        for b in list(book.values()):
+            if b.tick_seen >= count:
                 continue
             price = self._fill_price(b, q)
             if price is not None:
                 self._fill(b, price, q.ts)
-            elif o.request.validity is Validity.IOC:
+            elif b.order.request.validity is Validity.IOC:
+                o = b.order
                 b.order = advance(o, OrderStatus.CANCELLED, at=q.ts, message="IOC order not fillable at the next tick")
                 b.reserve = 0.0
                 self._dirty_orders.add(o.order_id)
+                self._unindex(b)
 
     def _charges(self, inst: Instrument, product: Product, side: Side, price: float, qty: int,
                  when: pd.Timestamp) -> costs.Charges:
@@ -539,6 +695,7 @@ class PaperBroker:
         b.order = advance(o, OrderStatus.FILLED, at=ts, filled_quantity=req.quantity, average_price=price,
                           message=f"filled at {price:.2f}; charges {ch.total:.2f}")
         self._dirty_orders.add(o.order_id)
+        self._unindex(b)
 
     # ------------------------------------------------------------------ money
 
@@ -585,10 +742,8 @@ class PaperBroker:
         held = pos.quantity if pos else 0
         closing_dir = -1 if held > 0 else 1
         pending_close = sum(
-            b.order.request.quantity for oid, b in self._orders.items()
-            if oid != exclude and b.order.status is OrderStatus.OPEN
-            and self._pos_key(b.order.request.instrument.symbol, b.order.request.product) == key
-            and b.order.request.side.sign == closing_dir
+            b.order.request.quantity for oid, b in self._open.get(inst.symbol, {}).items()
+            if oid != exclude and b.order.request.product is req.product and b.order.request.side.sign == closing_dir
         )
         closes = held != 0 and req.side.sign == closing_dir
         closable = max(0, abs(held) - pending_close) if closes else 0
@@ -637,7 +792,8 @@ class PaperBroker:
         order = Order(oid, req, OrderStatus.PENDING, history=((now, OrderStatus.PENDING),), updated_at=now)
         order = advance(order, OrderStatus.OPEN, at=now)
         q = self._quotes.get(req.instrument.symbol)
-        self._orders[oid] = _Book(order, int(oid[1:]), q.count if q else 0, reserve)
+        b = self._orders[oid] = _Book(order, int(oid[1:]), q.count if q else 0, reserve)
+        self._index(b)
         self._inst.setdefault(req.instrument.symbol, req.instrument)
         self._dirty_orders.add(oid)
         self._commit()
@@ -693,6 +849,7 @@ class PaperBroker:
             b.order = advance(o, OrderStatus.CANCELLED, at=self._clock(), message="cancelled by the user")
             b.reserve = 0.0
             self._dirty_orders.add(order_id)
+            self._unindex(b)
             self._commit()
             return b.order
 
@@ -757,6 +914,25 @@ class PaperBroker:
                     out[inst.symbol] = Quote(inst, q.last, q.ts, q.bid, q.ask)
             return out
 
+    def last_quote(self, symbol: str | Instrument) -> Quote | None:
+        """The last quote taken for ``symbol`` (a symbol or an ``Instrument``), or None if never quoted.
+
+        Its ``time`` is UTC; ``bid``/``ask`` are None when the quote had none (a ``feeds.Tick``).
+        Its ``instrument`` is the one given, else the one the broker knows (``instruments=``, or
+        seen in an order or GTT); a symbol that was only ever quoted gets a stand-in carrying
+        just the symbol (NSE_EQ, EQUITY, ``name`` "(not known to the paper broker)"): pass the
+        ``Instrument`` when its details matter. Never raises for a symbol it has not seen.
+        """
+        with self._lock:
+            name = symbol.symbol if isinstance(symbol, Instrument) else symbol
+            q = self._quotes.get(name)
+            if q is None:
+                return None
+            inst = symbol if isinstance(symbol, Instrument) else self._inst.get(name)
+            if inst is None:
+                inst = Instrument(name, Segment.NSE_EQ, InstrumentKind.EQUITY, name=_UNKNOWN)
+            return Quote(inst, q.last, q.ts, q.bid, q.ask)
+
     def history(self, instrument: Instrument, timeframe: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         raise BrokerError("the paper broker has no history; use the store")
 
@@ -781,7 +957,8 @@ class PaperBroker:
             self._check_open()
             directions = self._gtt_directions(req)
             gid = self._next_id("gtt", "G")
-            self._gtts[gid] = _GttBook(Gtt(gid, req, "ACTIVE"), directions)
+            g = self._gtts[gid] = _GttBook(Gtt(gid, req, "ACTIVE"), directions)
+            self._active.setdefault(req.instrument.symbol, {})[gid] = g
             self._inst.setdefault(req.instrument.symbol, req.instrument)
             self._dirty_gtts.add(gid)
             self._commit()
@@ -813,6 +990,7 @@ class PaperBroker:
             self._check_open()
             g = self._get_gtt(gtt_id)
             g.gtt = replace(g.gtt, status="CANCELLED")
+            self._unindex_gtt(g)
             self._dirty_gtts.add(gtt_id)
             self._commit()
 
@@ -829,11 +1007,18 @@ class PaperBroker:
                 raise BrokerError(f"no paper GTT {gtt_id!r}; gtts() lists them")
             return self._orders[g.order_id].order if g.order_id else None
 
-    def _run_gtts(self, symbol: str, q: _Last) -> None:
-        for gid, g in list(self._gtts.items()):
+    def _unindex_gtt(self, g: _GttBook) -> None:
+        symbol = g.gtt.request.instrument.symbol
+        active = self._active.get(symbol)
+        if active is not None:
+            active.pop(g.gtt.gtt_id, None)
+            if not active:
+                del self._active[symbol]
+
+    def _run_gtts(self, active: dict[str, _GttBook], q: _Last) -> None:
+        """Fire one symbol's ACTIVE GTTs (``active``, in placement order) that ``q`` crosses."""
+        for gid, g in list(active.items()):
             req = g.gtt.request
-            if g.gtt.status != "ACTIVE" or req.instrument.symbol != symbol:
-                continue
             for i, (leg, d) in enumerate(zip(req.legs, g.directions)):
                 if (d > 0 and q.last >= leg.trigger_price) or (d < 0 and q.last <= leg.trigger_price):
                     break
@@ -843,6 +1028,7 @@ class PaperBroker:
             oreq = OrderRequest(req.instrument, req.side, leg.quantity, order_type, req.product, leg.price, tag=req.tag)
             g.gtt = replace(g.gtt, status="TRIGGERED")
             g.leg = i
+            self._unindex_gtt(g)
             self._dirty_gtts.add(gid)
             try:
                 validate_order(oreq, last_price=q.last)
@@ -861,6 +1047,7 @@ class PaperBroker:
             order = Order(oid, oreq, OrderStatus.PENDING, history=((now, OrderStatus.PENDING),), updated_at=now,
                           message=f"placed by GTT {gid}")
             order = advance(order, OrderStatus.OPEN, at=now)
-            self._orders[oid] = _Book(order, int(oid[1:]), q.count, reserve)
+            b = self._orders[oid] = _Book(order, int(oid[1:]), q.count, reserve)
+            self._index(b)
             self._dirty_orders.add(oid)
             g.order_id = oid

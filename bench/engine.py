@@ -2,8 +2,8 @@
 
 Run:  .venv/bin/python bench/engine.py [--ticks 1000000] [--symbols 500]
 
-(a) one instrument: ``--ticks`` ticks of a seeded random walk spread evenly over NSE sessions
-    (about 44 ticks a second for one day per 1M/22,500 ... whatever the count gives), through
+(a) one instrument: ``--ticks`` ticks of a seeded random walk at 2 ticks a second per instrument
+    (a liquid contract's feed; 0.8 points a tick, so 5-minute bars span ~20 points), through
     ``Engine.on_tick`` (candle builder, strategy stepper on every closed 5-minute bar, paper
     broker fills, tick-time stops, journal writes on every order): ticks per second;
 (b) ``--symbols`` instruments, one engine each, sharing one paper account and one journal,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import statistics
 import sys
 import tempfile
@@ -40,22 +41,27 @@ from tradeflow.notify import LogNotifier
 from tradeflow.risk import RiskParams
 from tradeflow.strategy import StrategyParams
 
+CLOCK = [1]  # the replay's time (UTC ns) for the shared paper account's order stamps, set per tick
 PARAMS = StrategyParams(timeframe=5, st_period=10, st_multiplier=2.0, flip_only=True, stop_loss=30, target=60)
 
 
+RATE = 2.0  # ticks a second per instrument: a liquid NSE contract's feed
+SIGMA = 0.8  # points per tick: a 5-minute bar then spans about 20 points, as NIFTY's do
+
+
 def _ticks(symbols: list[str], n: int, seed: int = 7) -> list[Tick]:
-    """``n`` ticks in total, round-robin over ``symbols``, evenly spread over whole sessions."""
+    """``n`` ticks in total, round-robin over ``symbols`` at ``RATE`` ticks/s each, in whole sessions."""
     rng = np.random.default_rng(seed)
-    per_day = 22_500 * 20  # at most 20 ticks a second per day, across all symbols
+    per_day = int(22_500 * RATE * len(symbols))
     days = sessions(dt.date(2024, 3, 1), dt.date(2024, 12, 31))[: max(1, -(-n // per_day))]
-    slots = -(-n // len(days))
+    gap = int(1e9 / (RATE * len(symbols)))  # all symbols together tick this often
     stamps = []
     for d in days:
         open_ns = pd.Timestamp(f"{d} 09:15", tz=IST).value
-        stamps.append(open_ns + (np.arange(slots) * (22_500 * 10**9 // slots)))
+        stamps.append(open_ns + np.arange(min(per_day, n)) * gap)
     ns = np.concatenate(stamps)[:n]
     prices = {s: 20_000.0 * (1 + 0.01 * k) for k, s in enumerate(symbols)}
-    steps = rng.normal(0, 1.5, n)
+    steps = rng.normal(0, SIGMA, n)
     out = []
     for i in range(n):
         sym = symbols[i % len(symbols)]
@@ -65,16 +71,27 @@ def _ticks(symbols: list[str], n: int, seed: int = 7) -> list[Tick]:
     return out
 
 
+def _history(symbol: str, last: float, bars: int = 150) -> pd.DataFrame:
+    """5-minute warm-up bars ending the session before the replay, so the strategy trades at once."""
+    rng = np.random.default_rng(abs(hash(symbol)) % 2**32)
+    days = sessions(dt.date(2024, 2, 1), dt.date(2024, 2, 29))
+    idx = pd.DatetimeIndex([pd.Timestamp(f"{d} 09:15", tz=IST) + pd.Timedelta(minutes=5 * k) for d in days for k in range(75)])[-bars:]
+    close = last + np.cumsum(rng.normal(0, SIGMA * 25, bars))[::-1] * -1
+    open_ = np.r_[close[0], close[:-1]]
+    spread = np.abs(rng.normal(0, SIGMA * 10, bars))
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + spread, "low": np.minimum(open_, close) - spread,
+                         "close": close}, index=idx)
+
+
 class _Quiet(LogNotifier):
     def send(self, event, text, *, level="info"):  # a benchmark does not log every fill
         pass
 
 
 def _engines(symbols: list[str], folder: Path) -> tuple[dict[str, Engine], PaperBroker, Journal, list[int]]:
-    holder: dict[str, Engine] = {}
     writer = Writer()  # as `tradeflow trade` does: journal and paper account written in order, off the tick path
     broker = PaperBroker(db_path=folder / "paper.duckdb", cash=1e12, slippage_ticks=1, writer=writer,
-                         clock=lambda: pd.Timestamp(max(e.now_ns for e in holder.values()) or 1, tz="UTC"))
+                         clock=lambda: pd.Timestamp(CLOCK[0], tz="UTC"))
     journal = Journal(folder / "journal.duckdb", writer=writer)
     decided: list[int] = []
     engines = {}
@@ -82,6 +99,7 @@ def _engines(symbols: list[str], folder: Path) -> tuple[dict[str, Engine], Paper
         inst = Instrument(sym, Segment.NSE_FNO, InstrumentKind.FUTIDX, lot_size=75)
         eng = Engine(run_id=f"bench-{sym}", symbol=sym, params=PARAMS, broker=broker, journal=journal,
                      instrument_for=lambda d, s, inst=inst: inst, risk=RiskParams(stops_on="tick"), notifier=_Quiet())
+        eng.warm_up(_history(sym, 20_000.0 * (1 + 0.01 * len(engines))))
         journal.start_run(eng.run_id, name="bench", mode="paper", broker="paper", symbol=sym, params={}, run_dir=str(folder))
         act = eng._act
 
@@ -91,7 +109,6 @@ def _engines(symbols: list[str], folder: Path) -> tuple[dict[str, Engine], Paper
 
         eng._act = timed_act
         engines[sym] = eng
-        holder[sym] = eng
     engines["__writer__"] = writer  # closed by run()
     return engines, broker, journal, decided
 
@@ -106,15 +123,19 @@ def run(symbols: list[str], n: int, label: str) -> dict[str, float]:
         lat = np.empty(len(ticks), dtype=np.int64)
         decision_lat: list[int] = []
         pc = time.perf_counter_ns
+        gc.collect()
+        gc.freeze()  # the pre-built ticks are not garbage a live loop would carry: keep the collector off them
         start = time.perf_counter()
         for i, tick in enumerate(ticks):
             before = len(decided)
+            CLOCK[0] = tick.ns
             t = pc()
             engines[tick.symbol].on_tick(tick)
             lat[i] = pc() - t
             if len(decided) > before:
                 decision_lat.append(decided[before] - t)
         elapsed = time.perf_counter() - start
+        gc.unfreeze()
         orders = len(broker.orders())
         for eng in engines.values():
             eng.stop("benchmark done")

@@ -217,7 +217,8 @@ class Engine:
         self._stopping = False
         self._next_house_ns = 0
         self._day_start = self._day_end = 0
-        self._broker_seen_ns = -1  # a restarted paper run: up to here the paper account may know our tags
+        self._broker_seen_ns = -1
+        self._next_kill_check = -math.inf  # a restarted paper run: up to here the paper account may know our tags
         self._last_poll = -math.inf
         self._sq_min = params.square_off.hour * 60 + params.square_off.minute
         self.feed_health: Callable[[], str] | None = None
@@ -356,16 +357,19 @@ class Engine:
             self._place_deferred(tick.symbol)
         if self.pending:
             self._poll()
-        pos = self.current
-        if pos is not None and pos.risk is not None and pos.row.state == "open" and tick.symbol == self.symbol:
-            reason = self.tick_risk.check(pos.risk, tick.price, self.stepper.realized_points)
-            if reason:
-                self._exit(pos, reason, leg="t", bar_ts=self._bar_in_progress(ns))
-        if self.tick_risk.max_rupees != math.inf and self.positions and not self.day.halted:
-            if self.tick_risk.rupee_breach(self.day.net + self.open_pnl()):
-                self._halt_day("max_daily_loss_rupees")
+        if self.positions:
+            pos = self.current
+            if pos is not None and pos.risk is not None and pos.row.state == "open" and tick.symbol == self.symbol:
+                reason = self.tick_risk.check(pos.risk, tick.price, self.stepper.realized_points)
+                if reason:
+                    self._exit(pos, reason, leg="t", bar_ts=self._bar_in_progress(ns))
+            if self.tick_risk.max_rupees != math.inf and not self.day.halted:
+                if self.tick_risk.rupee_breach(self.day.net + self.open_pnl()):
+                    self._halt_day("max_daily_loss_rupees")
         if ns >= self._next_house_ns:
             self._housekeeping(ns)
+        elif self.run_dir is not None and self._wall() >= self._next_kill_check:
+            self._check_kill()
 
     def on_bar_event(self, bar: Bar) -> None:
         """A closed bar of the signal timeframe (a bar replay): quote its open, its close, then decide."""
@@ -399,6 +403,8 @@ class Engine:
         if not self.catching_up:
             self.journal.signal(self.run_id, bar, decision, self.now_ns)
         self._act(bar, decision)
+        if not self.catching_up:
+            self._check_kill(force=True)
         if self.on_status is not None and not self.catching_up:
             self.on_status(self.status())
 
@@ -596,6 +602,8 @@ class Engine:
 
     def _cancel_stale(self, p: _Pending) -> None:
         log.warning("%s: %s not filled within the fill timeout; cancelling it", self.run_id, p.tag)
+        self.journal.event(self.run_id, "cancel", f"cancelling {p.tag} ({p.order_id}): not filled within the fill timeout",
+                           tick_ns=self.now_ns)
         try:
             order = self.broker.cancel_order(p.order_id)  # type: ignore[arg-type]
         except BrokerError as exc:
@@ -683,13 +691,13 @@ class Engine:
 
     # ------------------------------------------------------------------ housekeeping and risk
     def _housekeeping(self, ns: int) -> None:
-        self._next_house_ns = ns + _NS
+        """Once a minute of market time (and on heartbeats): retries, kill file, square-off net, until."""
+        self._next_house_ns = ns - (ns + _IST_NS) % (60 * _NS) + 60 * _NS  # the next minute boundary
         for pos in list(self.positions.values()):
             if pos.retry_reason and pos.row.state == "open" and not self.catching_up and self.state != "failed":
                 reason, pos.retry_reason = pos.retry_reason, ""
                 self._exit(pos, reason, leg="x", bar_ts=self._bar_in_progress(ns), from_strategy=True)
-        if self.run_dir is not None and (self.run_dir / "KILL").exists() and not self._stopping:
-            self.kill("KILL file found in the run folder")
+        self._check_kill()
         minute = _local_minutes(ns)
         pos = self.current
         if pos is not None and pos.row.state == "open" and minute >= self._sq_min + self.params.timeframe:
@@ -698,6 +706,15 @@ class Engine:
             self._stopping = True
             self.stop_reason = "until time reached"
             self._flatten("until")
+
+    def _check_kill(self, *, force: bool = False) -> None:
+        """The KILL file: at every bar close, else at most once a second of wall time."""
+        now = self._wall()
+        if (now < self._next_kill_check and not force) or self.run_dir is None or self._stopping:
+            return
+        self._next_kill_check = now + 1.0
+        if (self.run_dir / "KILL").exists():
+            self.kill("KILL file found in the run folder")
 
     def _halt_day(self, why: str) -> None:
         if self.day.halted:
@@ -709,6 +726,7 @@ class Engine:
     def _flatten(self, reason: str) -> None:
         for tag, p in list(self.pending.items()):
             if p.leg == "e" and p.order_id:
+                self.journal.event(self.run_id, "cancel", f"cancelling {tag} ({p.order_id}): {reason}", tick_ns=self.now_ns)
                 try:
                     order = self.broker.cancel_order(p.order_id)
                     if order.status.is_final:

@@ -430,7 +430,14 @@ class PaperBroker:
                 body = {"gtt_id": gid, "request": _gtt_req_to(g.gtt.request), "status": g.gtt.status,
                         "directions": list(g.directions), "order_id": g.order_id, "leg": g.leg}
                 rows["gtts"].append([gid, int(gid[1:]), json.dumps(body)])
-            for symbol in self._dirty_quotes:
+            # quotes: those of the symbols this change touched (a restart must know the last price an
+            # open order has seen); the others stay pending for flush()/close(), so a commit does not
+            # rewrite every quoted symbol of a 500-instrument stream
+            touched = {self._orders[o].order.request.instrument.symbol for o in self._dirty_orders}
+            touched |= {self._positions[k].instrument.symbol for k in self._dirty_positions}
+            touched |= {self._gtts[g].gtt.request.instrument.symbol for g in self._dirty_gtts}
+            quotes = self._dirty_quotes if (force or not changed) else (self._dirty_quotes & touched)
+            for symbol in quotes:
                 q = self._quotes[symbol]
                 body = {"last": q.last, "bid": q.bid, "ask": q.ask, "ts": _ts(q.ts)}
                 rows["quotes"].append([symbol, json.dumps(body)])
@@ -453,7 +460,7 @@ class PaperBroker:
         self._dirty_orders.clear()
         self._dirty_positions.clear()
         self._dirty_gtts.clear()
-        self._dirty_quotes.clear()
+        self._dirty_quotes -= quotes
         self._new_trades.clear()
 
     def _write_rows(self, rows: dict[str, list[list]]) -> None:
@@ -536,9 +543,12 @@ class PaperBroker:
         with self._lock:
             if self._db is None:
                 self._check_open()
-            prev = self._quotes.get(symbol)
-            q = _Last(last, bid, ask, stamp, 1 if prev is None else prev.count + 1)
-            self._quotes[symbol] = q
+            q = self._quotes.get(symbol)
+            if q is None:
+                q = self._quotes[symbol] = _Last(last, bid, ask, stamp, 1)
+            else:  # updated in place: a tick stream should not allocate a record per tick
+                q.last, q.bid, q.ask, q.ts = last, bid, ask, stamp
+                q.count += 1
             self._dirty_quotes.add(symbol)
             if stamp.value >= self._expiry_floor:
                 self._expire(stamp.value, stamp, None)
@@ -717,8 +727,8 @@ class PaperBroker:
         return self.margin_rate * n * (inst.strike if inst.strike else price)
 
     def _used(self) -> float:
-        used = sum(self._margin(p.instrument, p.quantity, p.average_price) for p in self._positions.values())
-        used += sum(b.reserve for b in self._orders.values() if b.order.status is OrderStatus.OPEN)
+        used = sum(self._margin(p.instrument, p.quantity, p.average_price) for p in self._positions.values() if p.quantity)
+        used += sum(b.reserve for book in self._open.values() for b in book.values())  # the index holds the OPEN ones
         return round(used, 2)
 
     def _estimate_price(self, req: OrderRequest) -> float:

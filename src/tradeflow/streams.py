@@ -90,6 +90,7 @@ from .brokers.base import (
 from .brokers.ratelimit import TokenBucket
 from .brokers.sim import SimMarket
 from .calendar import IST, SESSION_CLOSE, SESSION_OPEN, is_session, sessions
+from ._redact import SecretFilter
 from .errors import ConfigError, SourceError
 from .feeds import Bar, Tick, _Pacer, replay_bars, replay_ticks
 from .timeframes import ONE_MINUTE
@@ -226,34 +227,10 @@ class TickStream(Protocol):
 # ---------------------------------------------------------------------- log hygiene
 
 
-class _Redactor(logging.Filter):
+class _Redactor(SecretFilter):
     """Masks registered secret values, and any ``token=``/``susertoken`` value, in log records."""
 
-    _QUERY = re.compile(r"(?i)((?:access[-_]?)?token=|susertoken[\"']?\s*[:=]\s*[\"']?)[^&\s\"',}]+")
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self._secrets: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, *values: str | None) -> None:
-        with self._lock:
-            self._secrets.update(v for v in values if v and len(v) >= 4)
-
-    def scrub(self, text: str) -> str:
-        for secret in tuple(self._secrets):
-            text = text.replace(secret, "***")
-        return self._QUERY.sub(r"\1***", text)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a malformed record: drop it rather than risk printing its args
-            return False
-        clean = self.scrub(text)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
+    pattern = re.compile(r"(?i)((?:access[-_]?)?token=|susertoken[\"']?\s*[:=]\s*[\"']?)[^&\s\"',}]+")
 
 
 class _FrameSummary(logging.Filter):

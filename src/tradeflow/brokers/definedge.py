@@ -62,6 +62,7 @@ import integrate
 
 from ..calendar import IST, SESSION_CLOSE
 from ..config import broker_settings
+from .._redact import SecretFilter
 from ..errors import ConfigError, StoreError, TradeflowError
 from ..timeframes import Timeframe
 from .base import (
@@ -176,34 +177,8 @@ def _lookup(table: dict, value: Any, what: str) -> Any:
 # ---------------------------------------------------------------------- log hygiene
 
 
-class _Redactor(logging.Filter):
+class _Redactor(SecretFilter):
     """Replaces known secrets in records of the SDK's loggers (defence in depth: they are at WARNING)."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self._secrets: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, *values: str | None) -> None:
-        with self._lock:
-            self._secrets.update(v for v in values if v and len(v) >= 4)
-
-    def scrub(self, text: str) -> str:
-        for secret in tuple(self._secrets):
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        try:
-            text = record.getMessage()
-        except Exception:  # a malformed record: drop it rather than risk printing its args
-            return False
-        clean = self.scrub(text)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
 
 
 _REDACTOR = _Redactor()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from ..brokers.base import Broker, BrokerError
 from ..errors import TradeflowError
+from .base import Refreshing
 from .gtt_panel import GttPanel
 from .model import QuoteSource, SimQuotes, Ticker, broker_quotes, esc
 from .order_panel import OrderPanel
@@ -27,7 +28,7 @@ __all__ = ["OrderPanel", "GttPanel", "TradingDesk", "trading_desk", "SimQuotes",
 log = logging.getLogger(__name__)
 
 
-class TradingDesk:
+class TradingDesk(Refreshing):
     """The order panel and the GTT panel over one broker, one master and one quote source,
     refreshed together on one timer."""
 
@@ -55,20 +56,6 @@ class TradingDesk:
     def refresh(self) -> None:
         self.orders.refresh()
         self.gtt.refresh()
-
-    def start_auto_refresh(self, seconds: float) -> bool:
-        """Refresh both panels every ``seconds`` on the kernel's event loop; False when there is none."""
-        self.stop_auto_refresh()
-        self._ticker = Ticker(seconds, self.refresh)
-        return self._ticker.start()
-
-    def stop_auto_refresh(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 class Refused:

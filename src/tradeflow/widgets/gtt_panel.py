@@ -17,8 +17,9 @@ from ..errors import TradeflowError
 from ..instruments import InstrumentMaster
 from .model import (
     GTT_COLUMNS, Check, GttTicket, InstrumentFinder, QuoteSource, Ticker, broker_quotes, check_gtt, describe_gtt, esc,
-    gtt_cells, gtt_leg_lines, live_banner, products_for, quote_line, require_armed,
+    gtt_cells, gtt_leg_lines, live_banner, products_for, require_armed,
 )
+from .base import QuotePanel
 from .picker import InstrumentPicker
 from .tables import STYLE, Confirm, RowAction, Table, bullets, guarded
 
@@ -33,8 +34,10 @@ def _default_product(inst) -> str:
     return Product.MARGIN.value if inst is not None and inst.segment.is_derivative else Product.DELIVERY.value
 
 
-class GttPanel:
+class GttPanel(QuotePanel):
     """GTTs at ``broker``: place, list, modify and cancel. Arguments as for ``OrderPanel``."""
+
+    label = "GTT panel"
 
     def __init__(self, broker: Broker, *, master: InstrumentMaster | Sequence | None = None,
                  quotes: QuoteSource | None = None, symbol: str | None = None,
@@ -125,21 +128,10 @@ class GttPanel:
         self.refresh_button.on_click(lambda _b: self.refresh())
         self._form_changed()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     def say(self, text: str, *, error: bool = False) -> None:
         css = "tf-error" if error else "tf-ok"
         self.message.value = f"<div class='{css}'>{esc(text)}</div>"
         (log.warning if error else log.info)("GTT panel: %s", text)
-
-    @property
-    def instrument(self):
-        return self.picker.instrument
-
-    @property
-    def last_price(self) -> float | None:
-        return self.quote.last_price if self.quote is not None else None
 
     def ticket(self) -> GttTicket:
         return GttTicket(
@@ -186,13 +178,6 @@ class GttPanel:
             self.problems.value = bullets(self.check.problems, "tf-problems")
         self.review.disabled = not self.check.ok or not self._can_send()
         return self.check
-
-    def _can_send(self) -> bool:
-        try:
-            require_armed(self.broker)
-        except TradeflowError:
-            return False
-        return True
 
     # ------------------------------------------------------------------ place / modify / cancel
 
@@ -273,20 +258,6 @@ class GttPanel:
 
     # ------------------------------------------------------------------ refresh
 
-    def _refresh_quote(self) -> None:
-        inst = self.instrument
-        if inst is None:
-            self.quote = None
-            self.ltp.value = ""
-            return
-        try:
-            self.quote = self.quotes(inst)
-        except TradeflowError as exc:
-            self.refresh_error.value = f"<span class='tf-error'>quote for {esc(inst.symbol)} failed: {esc(exc)}</span>"
-            log.warning("GTT panel: quote for %s failed: %s", inst.symbol, exc)
-            return
-        self.ltp.value = esc(quote_line(self.quote, inst.symbol))
-
     def refresh(self) -> None:
         """Refresh the last price, re-check the form against it, and the list of GTTs."""
         self.refresh_error.value = ""
@@ -319,13 +290,3 @@ class GttPanel:
             ) if active else ()
             rows.append((g.gtt_id, gtt_cells(g, placed), actions))
         self.table.update(rows)
-
-    def start_auto_refresh(self, seconds: float) -> bool:
-        self.stop_auto_refresh()
-        self._ticker = Ticker(seconds, self.refresh)
-        return self._ticker.start()
-
-    def stop_auto_refresh(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None

@@ -23,8 +23,9 @@ from ..instruments import InstrumentMaster
 from .model import (
     ORDER_COLUMNS, POSITION_COLUMNS, Check, InstrumentFinder, OrderTicket, QuoteSource, Ticker, after_unknown_outcome,
     broker_quotes, check_order, describe_order, esc, estimate, exit_request, kill_switch, live_banner, new_tag,
-    order_cells, position_cells, products_for, quote_line, require_armed, status_text,
+    order_cells, position_cells, products_for, require_armed, status_text,
 )
+from .base import QuotePanel
 from .picker import InstrumentPicker
 from .tables import STYLE, Confirm, RowAction, Table, bullets, guarded
 
@@ -38,7 +39,7 @@ _ORDER_WIDTHS = ("80px", "70px", "170px", "45px", "55px", "60px", "80px", "80px"
 _POS_WIDTHS = ("170px", "90px", "60px", "90px", "90px", "100px", "100px", "100px")
 
 
-class OrderPanel:
+class OrderPanel(QuotePanel):
     """Orders at ``broker`` from a notebook or a Voila page.
 
     ``master``: the instrument master to search (default: ``broker.instruments()``).
@@ -48,6 +49,8 @@ class OrderPanel:
     on a timer (None: call :meth:`refresh` yourself). ``request_kill``: what the kill switch calls
     to stop running engines (default ``tradeflow.trading.request_kill``).
     """
+
+    label = "order panel"
 
     def __init__(self, broker: Broker, *, master: InstrumentMaster | Sequence | None = None,
                  quotes: QuoteSource | None = None, symbol: str | None = None, refresh_seconds: float | None = None,
@@ -181,9 +184,6 @@ class OrderPanel:
         self.m_review.on_click(lambda _b: self.on_review_modify())
         self.m_close.on_click(lambda _b: self.close_modify())
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     # ------------------------------------------------------------------ messages
 
     def say(self, text: str, *, error: bool = False, lines: Sequence[str] = ()) -> None:
@@ -193,14 +193,6 @@ class OrderPanel:
         (log.warning if error else log.info)("order panel: %s", text)
 
     # ------------------------------------------------------------------ the ticket
-
-    @property
-    def instrument(self):
-        return self.picker.instrument
-
-    @property
-    def last_price(self) -> float | None:
-        return self.quote.last_price if self.quote is not None else None
 
     def ticket(self) -> OrderTicket:
         """The form as an order ticket."""
@@ -254,13 +246,6 @@ class OrderPanel:
             self.problems.value = bullets(self.check.problems, "tf-problems")
         self.review.disabled = not self.check.ok or not self._can_send()
         return self.check
-
-    def _can_send(self) -> bool:
-        try:
-            require_armed(self.broker)
-        except TradeflowError:
-            return False
-        return True
 
     # ------------------------------------------------------------------ placing
 
@@ -486,20 +471,6 @@ class OrderPanel:
 
     # ------------------------------------------------------------------ refresh
 
-    def _refresh_quote(self) -> None:
-        inst = self.instrument
-        if inst is None:
-            self.quote = None
-            self.ltp.value = ""
-            return
-        try:
-            self.quote = self.quotes(inst)
-        except TradeflowError as exc:
-            self.refresh_error.value = f"<span class='tf-error'>quote for {esc(inst.symbol)} failed: {esc(exc)}</span>"
-            log.warning("order panel: quote for %s failed: %s", inst.symbol, exc)
-            return
-        self.ltp.value = esc(quote_line(self.quote, inst.symbol))
-
     def refresh(self) -> None:
         """Refresh the last price, re-check the form (stops depend on it), the tables and funds."""
         self.refresh_error.value = ""
@@ -543,14 +514,3 @@ class OrderPanel:
             found = next((o for o in self._orders if o.order_id == self.tracked), None)
             if found is not None:
                 self.status.value = esc(status_text(found))
-
-    def start_auto_refresh(self, seconds: float) -> bool:
-        """Refresh every ``seconds`` on the kernel's event loop; False when there is none."""
-        self.stop_auto_refresh()
-        self._ticker = Ticker(seconds, self.refresh)
-        return self._ticker.start()
-
-    def stop_auto_refresh(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None

@@ -342,3 +342,51 @@ def test_reconcile_after_a_restart_takes_the_broker_as_the_truth(tmp_path, sim_d
     broker.on_quote("NIFTY", 22002.0, ts=pd.Timestamp("2024-03-05 10:02", tz=IST))
     engine._poll()
     assert {p.instrument.symbol: p.quantity for p in broker.positions()}["NIFTY"] == 0
+
+
+def test_an_entry_that_fills_during_a_kill_is_flattened_at_once_under_its_own_tag(tmp_path, sim_data):
+    """A kill cancels a pending entry, but the broker filled it first: the engine exits it too."""
+    _, warm, day = sim_data
+
+    class FillsBeforeCancel(PaperBroker):
+        """A slow exchange: the tick right after a placement does not reach the book (so the entry
+        is still open between ticks), and a cancel loses the race with the fill."""
+
+        skip = False
+
+        def place_order(self, req):
+            order = super().place_order(req)
+            self.skip = True
+            return order
+
+        def on_tick(self, tick):
+            if self.skip:
+                self.skip = False
+                return
+            super().on_tick(tick)
+
+        def cancel_order(self, order_id):
+            return self.order(order_id)  # still OPEN: it fills on the next tick
+
+    holder = {}
+    broker = FillsBeforeCancel(db_path=tmp_path / "race.duckdb", cash=10_000_000,
+                               clock=lambda: pd.Timestamp(holder["e"].now_ns or 1, tz="UTC"))
+    engine, journal, _, rec = _engine(tmp_path, warm, broker=broker)
+    holder["e"] = engine
+    ticks = _ticks(day)
+
+    def events():
+        for tick in ticks:
+            if engine.pending and any(p.leg == "e" for p in engine.pending.values()):
+                engine.kill("test race")
+            yield tick
+
+    engine.run(events())
+    assert engine.state == "killed"
+    pos = journal.positions("t1")
+    last = pos.iloc[-1]
+    assert last["state"] == "closed" and last["exit_reason"] == "kill"
+    assert all(p.quantity == 0 for p in broker.positions())
+    orders = journal.orders("t1")
+    assert orders["tag"].is_unique
+    assert set(orders[orders["position_id"] == last["position_id"]]["leg"]) == {"e", "x"}

@@ -14,8 +14,8 @@ One engine serves paper and live alike; only the broker and the stream differ. P
 * then the tick-time risk checks (:mod:`tradeflow.risk`) and the housekeeping once per
   second of event time: the ``KILL`` file, the ``until`` time, the square-off safety net.
 
-Order tags are ``<run hash>-<YYMMDDHHMM of the bar>-<leg>`` (legs: ``e`` entry, ``x`` exit at
-a bar close, ``t`` exit on a tick, ``k`` kill or limit flatten, ``x2``/``x3`` exit retries), so a
+Order tags are ``<run hash>-<YYMMDDHHMM of the entry bar>-<leg>`` (legs: ``e`` the entry, ``x``
+its exit whatever the reason, ``x2``/``x3`` exit retries; the reason is in the journal), so a
 restart that replays the day derives the same tags and adopts the orders already sent (from
 the journal, or from the broker by tag when the journal only got the "sending" row) instead
 of sending them again. Ticks at or before the journal's last instant are a catch-up: they
@@ -362,7 +362,7 @@ class Engine:
             if pos is not None and pos.risk is not None and pos.row.state == "open" and tick.symbol == self.symbol:
                 reason = self.tick_risk.check(pos.risk, tick.price, self.stepper.realized_points)
                 if reason:
-                    self._exit(pos, reason, leg="t", bar_ts=self._bar_in_progress(ns))
+                    self._exit(pos, reason)
             if self.tick_risk.max_rupees != math.inf and not self.day.halted:
                 if self.tick_risk.rupee_breach(self.day.net + self.open_pnl()):
                     self._halt_day("max_daily_loss_rupees")
@@ -412,7 +412,7 @@ class Engine:
         pos = self.current
         if d.exit and pos is not None:
             if pos.row.state == "open":
-                self._exit(pos, d.exit_reason, leg="x", bar_ts=bar.ts, from_strategy=True)
+                self._exit(pos, d.exit_reason, from_strategy=True)
             else:
                 pos.exit_wanted = d.exit_reason
         if d.entry:
@@ -464,16 +464,18 @@ class Engine:
         if self.day.refused >= MAX_REFUSED_ENTRIES and not self.day.halted:
             self._halt_day(f"{self.day.refused} entries in a row refused by the broker; check funds and margins")
 
-    def _exit(self, pos: _Position, reason: str, *, leg: str, bar_ts: pd.Timestamp, from_strategy: bool = False) -> None:
+    def _exit(self, pos: _Position, reason: str, *, from_strategy: bool = False) -> None:
+        """Send the exit of ``pos``. Its tag is the entry's with leg ``x`` (``x2``, ``x3`` for retries):
+        one per position and attempt whatever the reason, the same on every restart, and never
+        the tag of another position's order (each entry bar holds at most one entry)."""
         if pos.row.state != "open":
             return  # nothing held, or an exit is already in flight: never two exits for one position
         if not from_strategy:
             price = self.last_price.get(self.symbol)
             self.stepper.sync_exit(price, pos.risk.entry_ref if pos.risk else None)
         pos.exit_attempts += 1
-        if pos.exit_attempts > 1:
-            leg = f"{leg}{pos.exit_attempts}"
-        tag = make_tag(self.run_id, bar_ts, leg)
+        leg = "x" if pos.exit_attempts == 1 else f"x{pos.exit_attempts}"
+        tag = f"{pos.row.entry_tag.rsplit('-', 1)[0]}-{leg}"
         side = Side.SELL if pos.entry_side is Side.BUY else Side.BUY
         req = OrderRequest(pos.instrument, side, pos.row.quantity, OrderType.MARKET, self.product, tag=tag)
         pos.row.state = "closing"
@@ -646,7 +648,9 @@ class Engine:
             self.journal.position(self.run_id, pos.row, self.now_ns)
             self._notify("fill", f"entry {req.side} {req.quantity} {req.instrument.symbol} at {price:,.2f} ({p.tag})")
             if pos.exit_wanted:
-                self._exit(pos, pos.exit_wanted, leg="x", bar_ts=self._bar_in_progress(self.now_ns), from_strategy=True)
+                self._exit(pos, pos.exit_wanted, from_strategy=True)
+            elif self._stopping:  # filled while a kill or `until` was flattening: out at once
+                self._exit(pos, "kill" if self.state == "killed" else "until")
             return
         sign = 1 if pos.entry_side is Side.BUY else -1
         gross = round(sign * (price - float(pos.row.entry_price)) * pos.row.quantity, 2)
@@ -696,12 +700,12 @@ class Engine:
         for pos in list(self.positions.values()):
             if pos.retry_reason and pos.row.state == "open" and not self.catching_up and self.state != "failed":
                 reason, pos.retry_reason = pos.retry_reason, ""
-                self._exit(pos, reason, leg="x", bar_ts=self._bar_in_progress(ns), from_strategy=True)
+                self._exit(pos, reason, from_strategy=True)
         self._check_kill()
         minute = _local_minutes(ns)
         pos = self.current
         if pos is not None and pos.row.state == "open" and minute >= self._sq_min + self.params.timeframe:
-            self._exit(pos, "square_off", leg="k", bar_ts=self._bar_in_progress(ns))  # safety net: the bar-close rule missed it
+            self._exit(pos, "square_off")  # safety net: the bar-close rule missed it
         if minute >= self.until_min and not self._stopping:
             self._stopping = True
             self.stop_reason = "until time reached"
@@ -738,7 +742,7 @@ class Engine:
             self._order_failed(p, "cancelled by flatten")
         pos = self.current
         if pos is not None and pos.row.state == "open":
-            self._exit(pos, reason, leg="k", bar_ts=self._bar_in_progress(self.now_ns))
+            self._exit(pos, reason)
 
     def kill(self, why: str = "kill switch") -> None:
         """Cancel this run's open orders, flatten its position, stop after the exit fills."""
@@ -778,13 +782,6 @@ class Engine:
         if self.day.day is not None and not self.catching_up:
             self.journal.daily(self.run_id, self.day.day, trades=self.day.trades, gross_pnl=round(self.day.gross, 2),
                                charges=round(self.day.charges, 2), net_pnl=round(self.day.net, 2))
-
-    def _bar_in_progress(self, ns: int) -> pd.Timestamp:
-        minute = _local_minutes(ns)
-        tf = self.params.timeframe
-        start = 555 + max(0, (minute - 555)) // tf * tf
-        day0 = ns - (ns + _IST_NS) % _DAY_NS
-        return pd.Timestamp(day0 + start * 60 * _NS, tz="UTC")
 
     def _charge(self, req: OrderRequest, price: float, when: pd.Timestamp) -> float:
         from .brokers.paper import costs_segment

@@ -9,7 +9,6 @@ hold exactly one order per order tag (nothing sent twice).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from tradeflow.brokers.paper import PaperBroker

@@ -458,8 +458,6 @@ def _load_bars(store_root: str, symbol: str, timeframe: int, start: str, end: st
 
 def _sweep_task(store_root: str, symbol: str, timeframe: int, start, end, combos_json: list[str], ex_json: str) -> pd.DataFrame:
     """One unit of sweep work; runs on a Dask worker, which reads its own candles."""
-    from .store import CandleStore
-
     combos = [StrategyParams.model_validate_json(c) for c in combos_json]
     ex = Execution.model_validate_json(ex_json)
     bars = _load_bars(store_root, symbol, timeframe, str(start), str(end), _store_stamp(store_root, symbol))

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -140,7 +140,6 @@ class EngineStatus:
     open_pnl: float
     trades: int
     feed: str = ""
-    messages: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         bar = f"{self.last_bar:%Y-%m-%d %H:%M}" if self.last_bar is not None else "-"
@@ -483,11 +482,11 @@ class Engine:
         pos.row.exit_reason = reason
         if not self.catching_up:
             self.journal.position(self.run_id, pos.row, self.now_ns)
-        if not self._send(tag, leg, pos.row.position_id, req, exit_=True):
+        if not self._send(tag, leg, pos.row.position_id, req):
             self._exit_failed(pos, f"exit order {tag} was not accepted")
 
     # ------------------------------------------------------------------ orders
-    def _send(self, tag: str, leg: str, position_id: str, req: OrderRequest, *, exit_: bool = False) -> bool:
+    def _send(self, tag: str, leg: str, position_id: str, req: OrderRequest) -> bool:
         """Journal, then place, then journal; or adopt the order a previous life already sent."""
         known = self.journal.order_row(self.run_id, tag)
         if known is None and self.paper and not self.catching_up and self.now_ns <= self._broker_seen_ns:

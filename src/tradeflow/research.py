@@ -10,7 +10,6 @@ notebook both come here, so a job run either way writes the same files::
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
 import logging
 from pathlib import Path
@@ -18,10 +17,11 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .backtest import BacktestResult, Execution, SweepResult, WalkForwardResult, run_backtest, sweep, walk_forward
 from .errors import ParameterError
+from .params import model_from_mapping
 from .strategy import StrategyParams
 
 __all__ = ["BacktestConfig", "SweepConfig", "WalkForwardConfig", "load_config", "prepare_candles", "write_report", "run_job"]
@@ -69,21 +69,8 @@ def load_config(path: "str | Path") -> BacktestConfig:
 
 
 def config_from_mapping(data: dict[str, Any], *, source: str = "parameters") -> BacktestConfig:
-    for section, model in ((None, BacktestConfig), ("strategy", StrategyParams), ("execution", Execution)):
-        block = data if section is None else (data.get(section) or {})
-        if not isinstance(block, dict):
-            raise ParameterError(f"{source}: `{section}` must be a mapping")
-        for key in block:
-            if key not in model.model_fields:
-                close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-                where = f"{section}." if section else ""
-                raise ParameterError(
-                    f"{source}: unknown parameter {where}{key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                )
-    try:
-        return BacktestConfig(**data)
-    except ValidationError as exc:
-        raise ParameterError(f"{source}: {exc}") from exc
+    """A job from a mapping; unknown names get a "did you mean", bad values say which key."""
+    return model_from_mapping(BacktestConfig, data, {"strategy": StrategyParams, "execution": Execution}, source=source)
 
 
 def prepare_candles(cfg: BacktestConfig, store=None, *, progress: bool = True) -> pd.DataFrame:

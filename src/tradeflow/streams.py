@@ -385,7 +385,22 @@ class ReplayStream:
 # ---------------------------------------------------------------------- simulated market
 
 
-class SimLiveStream:
+class _StopEventStream:
+    """``close()`` sets ``_stop`` (the running iteration ends at its next step); ``health`` snapshots ``_health``."""
+
+    _stop: threading.Event
+    _health: "_Health"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._health.set(state="closed")
+
+    @property
+    def health(self) -> FeedHealth:
+        return self._health.snapshot()
+
+
+class SimLiveStream(_StopEventStream):
     """The simulated market as a live feed, paced by the wall clock or replayed when closed.
 
     While an NSE session is open (calendar + 09:15-15:30 IST), it emits today's synthetic
@@ -493,19 +508,11 @@ class SimLiveStream:
         finally:
             self._health.set(state="closed")
 
-    def close(self) -> None:
-        self._stop.set()
-        self._health.set(state="closed")
-
-    @property
-    def health(self) -> FeedHealth:
-        return self._health.snapshot()
-
 
 # ---------------------------------------------------------------------- polling
 
 
-class PollingStream:
+class PollingStream(_StopEventStream):
     """Ticks from polling ``broker.quote(instruments)``: the fallback when no websocket works.
 
     Each poll waits for ``interval`` seconds after the previous one *and* for a token of a
@@ -602,14 +609,6 @@ class PollingStream:
                     yield Heartbeat(self._clock())
         finally:
             self._health.set(state="closed")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._health.set(state="closed")
-
-    @property
-    def health(self) -> FeedHealth:
-        return self._health.snapshot()
 
 
 # ---------------------------------------------------------------------- exchange time

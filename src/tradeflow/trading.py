@@ -27,12 +27,13 @@ from typing import Any, Callable, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._writer import Writer
 from .brokers.base import Instrument, InstrumentKind, Product, Segment
 from .calendar import IST, is_session, sessions
 from .errors import ConfigError, ParameterError
+from .params import model_from_mapping
 from .risk import RiskParams
 from .strategy import StrategyParams
 
@@ -107,21 +108,7 @@ def load_trade_config(source: "str | Path | dict[str, Any]") -> TradeConfig:
         if not path.is_file():
             raise ParameterError(f"parameter file {path} not found")
         data, where = yaml.safe_load(path.read_text()) or {}, str(path)
-    if not isinstance(data, dict):
-        raise ParameterError(f"{where}: expected a mapping of parameter names to values")
-    for section, model in ((None, TradeConfig), ("strategy", StrategyParams), ("risk", RiskParams)):
-        block = data if section is None else (data.get(section) or {})
-        if not isinstance(block, dict):
-            raise ParameterError(f"{where}: `{section}` must be a mapping")
-        for key in block:
-            if key not in model.model_fields:
-                close = difflib.get_close_matches(str(key), list(model.model_fields), n=1)
-                prefix = f"{section}." if section else ""
-                raise ParameterError(f"{where}: unknown parameter {prefix}{key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    try:
-        return TradeConfig(**data)
-    except ValidationError as exc:
-        raise ParameterError(f"{where}: {exc}") from exc
+    return model_from_mapping(TradeConfig, data, {"strategy": StrategyParams, "risk": RiskParams}, source=where)
 
 
 def check_arming(cfg: TradeConfig) -> None:
@@ -298,7 +285,7 @@ def _history(cfg: TradeConfig, store, days: list[dt.date], progress: bool) -> tu
     return warm, day_bars
 
 
-def _instrument_picker(cfg: TradeConfig, broker, master) -> Callable[[int, float], Instrument]:
+def _instrument_picker(cfg: TradeConfig, master) -> Callable[[int, float], Instrument]:
     """What an entry trades: a fixed instrument (equity, future, paper proxy) or an ATM option."""
     if cfg.trade == "options":
         if master is None:
@@ -446,7 +433,7 @@ def run_trade(
             from .brokers.connect import connect
 
             quotes = connect(cfg.broker)  # quotes only: paper orders never reach it
-    pick = _instrument_picker(cfg, broker, master)
+    pick = _instrument_picker(cfg, master)
     journal = Journal(journal_path, writer=writer)
     active = _active_dir() / f"{run_id}.json"
     try:

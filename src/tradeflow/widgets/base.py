@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import TradeflowError
-from .model import Ticker, esc, quote_line, require_armed
+from .model import Ticker, esc, live_banner, quote_line, require_armed
 
 __all__ = ["Refreshing", "QuotePanel"]
 
@@ -41,6 +41,27 @@ class QuotePanel(Refreshing):
 
     label = "panel"
     quote = None
+
+    def _header(self, prefix: str) -> None:
+        """The live/paper banner, the instrument picker and the last-price line (CSS classes from ``prefix``)."""
+        import ipywidgets as w
+
+        from .picker import InstrumentPicker
+
+        css, text = live_banner(self.broker)
+        self.banner = w.HTML(f"<div class='{css}'>{esc(text)}</div>")
+        self.banner.add_class(f"{prefix}-banner")
+        self.picker = InstrumentPicker(self.finder, prefix=prefix)
+        self.ltp = w.HTML()
+        self.ltp.add_class(f"{prefix}-ltp")
+
+    def _start(self, symbol: str | None, refresh_seconds: float | None) -> None:
+        """After the layout is built: preselect ``symbol``, refresh once, start the timer if asked."""
+        if symbol:
+            self.picker.search.value = symbol
+        self.refresh()
+        if refresh_seconds:
+            self.start_auto_refresh(refresh_seconds)
 
     @property
     def instrument(self):

@@ -17,10 +17,9 @@ from ..errors import TradeflowError
 from ..instruments import InstrumentMaster
 from .model import (
     GTT_COLUMNS, Check, GttTicket, InstrumentFinder, QuoteSource, Ticker, broker_quotes, check_gtt, describe_gtt, esc,
-    gtt_cells, gtt_leg_lines, live_banner, products_for, require_armed,
+    gtt_cells, gtt_leg_lines, products_for, require_armed,
 )
 from .base import QuotePanel
-from .picker import InstrumentPicker
 from .tables import STYLE, Confirm, RowAction, Table, bullets, guarded
 
 __all__ = ["GttPanel"]
@@ -52,19 +51,10 @@ class GttPanel(QuotePanel):
         self._confirming = ""
         self._ticker: Ticker | None = None
         self._build()
-        if symbol:
-            self.picker.search.value = symbol
-        self.refresh()
-        if refresh_seconds:
-            self.start_auto_refresh(refresh_seconds)
+        self._start(symbol, refresh_seconds)
 
     def _build(self) -> None:
-        css, text = live_banner(self.broker)
-        self.banner = w.HTML(f"<div class='{css}'>{esc(text)}</div>")
-        self.banner.add_class("tf-gtt-banner")
-        self.picker = InstrumentPicker(self.finder, prefix="tf-gtt")
-        self.ltp = w.HTML()
-        self.ltp.add_class("tf-gtt-ltp")
+        self._header("tf-gtt")
         self.kind = w.ToggleButtons(options=[("Single", "SINGLE"), ("OCO (target + stop)", "OCO")], value="SINGLE",
                                     description="GTT", style={"button_width": "150px"})
         self.kind.add_class("tf-gtt-kind")

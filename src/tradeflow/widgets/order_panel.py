@@ -22,11 +22,10 @@ from ..errors import TradeflowError
 from ..instruments import InstrumentMaster
 from .model import (
     ORDER_COLUMNS, POSITION_COLUMNS, Check, InstrumentFinder, OrderTicket, QuoteSource, Ticker, after_unknown_outcome,
-    broker_quotes, check_order, describe_order, esc, estimate, exit_request, kill_switch, live_banner, new_tag,
+    broker_quotes, check_order, describe_order, esc, estimate, exit_request, kill_switch, new_tag,
     order_cells, position_cells, products_for, require_armed, status_text,
 )
 from .base import QuotePanel
-from .picker import InstrumentPicker
 from .tables import STYLE, Confirm, RowAction, Table, bullets, guarded
 
 __all__ = ["OrderPanel"]
@@ -71,21 +70,12 @@ class OrderPanel(QuotePanel):
         self._ticker: Ticker | None = None
         self.last_kill = None
         self._build()
-        if symbol:
-            self.picker.search.value = symbol
-        self.refresh()
-        if refresh_seconds:
-            self.start_auto_refresh(refresh_seconds)
+        self._start(symbol, refresh_seconds)
 
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        css, text = live_banner(self.broker)
-        self.banner = w.HTML(f"<div class='{css}'>{esc(text)}</div>")
-        self.banner.add_class("tf-order-banner")
-        self.picker = InstrumentPicker(self.finder, prefix="tf-order")
-        self.ltp = w.HTML()
-        self.ltp.add_class("tf-order-ltp")
+        self._header("tf-order")
         self.side = w.ToggleButtons(options=[("BUY", "BUY"), ("SELL", "SELL")], value="BUY", description="Side",
                                     style={"button_width": "70px"})
         self.side.add_class("tf-order-side")
